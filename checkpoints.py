@@ -1,0 +1,120 @@
+"""Checkpoint files: atomic saving, finding the newest, and loading ours or the released CMD ones.
+
+Released CMD checkpoints (`checkpoint_0450.pth.tar`) hold `{'epoch', 'state_dict', 'optimizer'}` with
+the key names of SPEC.md sections 2-3, prefixed by `module.` when saved from DDP. Ours add `args`
+(a plain dict) and `rng` (see runtime.rng_state) and stay loadable with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import torch
+import torch.nn as nn
+
+CHECKPOINT_PATTERN = "checkpoint_{epoch:04d}.pth.tar"
+LAST_CHECKPOINT = "checkpoint_last.pth.tar"
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to `path.tmp`, fsync, rename. A crash mid-write leaves the previous file intact."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """`torch.load(weights_only=True)` with errors that name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, pickle with non-tensor objects, ...
+        raise RuntimeError(f"cannot load checkpoint {path!r} with weights_only=True: {exc}") from exc
+
+
+def find_latest_checkpoint(directory: str) -> str | None:
+    """`checkpoint_last.pth.tar` if present, else the highest-numbered `checkpoint_NNNN.pth.tar`."""
+    last = os.path.join(directory, LAST_CHECKPOINT)
+    if os.path.isfile(last):
+        return last
+    numbered = []
+    for p in glob.glob(os.path.join(directory, "checkpoint_*.pth.tar")):
+        m = re.fullmatch(r"checkpoint_(\d+)\.pth\.tar", os.path.basename(p))
+        if m:
+            numbered.append((int(m.group(1)), p))
+    return max(numbered)[1] if numbered else None
+
+
+def strip_module_prefix(state_dict: dict) -> dict:
+    """Drop the `module.` prefix DDP adds (once per key, only where present)."""
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+
+
+def extract_state_dict(checkpoint) -> dict:
+    """The model weights of a checkpoint dict (ours or released) or of a bare state_dict."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not all(torch.is_tensor(v) for v in checkpoint.values()):
+        raise ValueError("checkpoint holds neither a 'state_dict' entry nor a plain state_dict of tensors")
+    return strip_module_prefix(checkpoint)
+
+
+def _describe(missing, unexpected, limit: int = 20) -> str:
+    def fmt(keys):
+        keys = sorted(keys)
+        more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {fmt(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {fmt(unexpected)}")
+    return "; ".join(parts)
+
+
+def load_pretraining_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """Load a full CMD pretraining state (six encoders and three queues) with strict=True."""
+    state_dict = strip_module_prefix(state_dict)
+    own = model.state_dict()
+    missing = set(own) - set(state_dict)
+    unexpected = set(state_dict) - set(own)
+    if missing or unexpected:
+        raise KeyError(f"{source} does not match the pretraining model: {_describe(missing, unexpected)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def query_encoder_weights(state_dict: dict, encoder_names) -> dict:
+    """The released downstream rule: keep the query encoders' weights, drop their `fc` heads.
+
+    `encoder_names` are the classifier's encoder attributes (`encoder_q`, `encoder_q_motion`, ...).
+    Key encoders, queues and pointers are dropped.
+    """
+    kept = {}
+    for key, value in strip_module_prefix(state_dict).items():
+        head, _, rest = key.partition(".")
+        if head in encoder_names and not rest.startswith("fc."):
+            kept[key] = value
+    return kept
+
+
+def load_query_encoders(classifier: nn.Module, state_dict: dict, encoder_names,
+                        source: str = "checkpoint") -> None:
+    """Load pretrained query encoders into a downstream classifier; only its `fc` heads may stay new.
+
+    Raises KeyError listing missing or unexpected keys otherwise.
+    """
+    kept = query_encoder_weights(state_dict, encoder_names)
+    own = classifier.state_dict()
+    missing = {k for k in own if k not in kept and k.partition(".")[2].split(".")[0] != "fc"}
+    unexpected = set(kept) - set(own)
+    if missing or unexpected or not kept:
+        detail = _describe(missing, unexpected) or "no query-encoder keys found"
+        raise KeyError(f"{source} does not fit the classifier's query encoders: {detail}")
+    result = classifier.load_state_dict(kept, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
