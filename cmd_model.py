@@ -1,0 +1,315 @@
+"""The CMD model: modality transforms, the sequence encoder, the pretraining model and its loss,
+and the downstream classifier (SPEC.md sections 1-3).
+
+Every model takes float32 clips `(N, 3, T, V=25, M=2)`. State-dict key names are those of the
+released CMD code, so its checkpoints load unchanged (after `checkpoints.strip_module_prefix`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import checkpoints
+import graph
+import moco
+
+MODALITIES = ("joint", "motion", "bone")
+
+
+# ----------------------------------------------------------------------------- modalities
+def joint_to_motion(x: torch.Tensor) -> torch.Tensor:
+    """`m[:, :, t] = x[:, :, t+1] - x[:, :, t]`; the last frame is zero."""
+    motion = torch.zeros_like(x)
+    motion[:, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    return motion
+
+
+def joint_to_bone(x: torch.Tensor, pairs=graph.NTU_BONE_PAIRS) -> torch.Tensor:
+    """`bone[..., child, :] = x[..., child, :] - x[..., parent, :]` for every (child, parent) pair.
+
+    Joints that are nobody's child stay zero; a joint paired with itself gets a zero bone.
+    """
+    child = torch.tensor([c for c, _ in pairs], dtype=torch.long, device=x.device)
+    parent = torch.tensor([p for _, p in pairs], dtype=torch.long, device=x.device)
+    bone = torch.zeros_like(x)
+    bone[:, :, :, child] = x[:, :, :, child] - x[:, :, :, parent]
+    return bone
+
+
+_MODALITY_TRANSFORMS = {"joint": lambda x: x, "motion": joint_to_motion, "bone": joint_to_bone}
+
+
+def to_modality(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name not in _MODALITY_TRANSFORMS:
+        raise ValueError(f"unknown modality {name!r}; expected one of {MODALITIES}")
+    return _MODALITY_TRANSFORMS[name](x)
+
+
+def _check_clip(x: torch.Tensor, in_channels: int, num_joints: int, num_person: int) -> None:
+    expected = (in_channels, num_joints, num_person)
+    if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != expected:
+        raise ValueError(f"expected a clip batch (N, {in_channels}, T, {num_joints}, {num_person}), "
+                         f"got shape {tuple(x.shape)}")
+
+
+# ----------------------------------------------------------------------------- BiGRU encoder
+class StepwiseGRU(nn.Module):
+    """The released `EncoderRNN`: holds `gru`, a bidirectional `nn.GRU`, and runs it in one of three ways.
+
+    'stepwise' (default): the released semantics without a Python loop over time. The released code
+      feeds one time step at a time and carries the hidden state of all layers and directions, so
+      the `_reverse` weights also run forward in time: per layer, two independent forward GRUs over
+      the whole sequence, outputs concatenated (2H) as the next layer's input. One fused GRU call
+      per layer and direction, with the parameters of `gru` (key names unchanged).
+    'loop': the released per-timestep loop (reference implementation, slow).
+    'bidirectional': a true bidirectional pass (a different model; opt-in).
+    """
+
+    MODES = ("stepwise", "loop", "bidirectional")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, mode: str = "stepwise"):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"unknown gru_mode {mode!r}; expected one of {self.MODES}")
+        self.mode = mode
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                          bidirectional=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, input_size) -> top layer's outputs (N, T, 2H)."""
+        if self.mode == "stepwise":
+            return self._stepwise(x)
+        if self.mode == "loop":
+            return self._loop(x)
+        return self.gru(x)[0]
+
+    def _stepwise(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        h0 = x.new_zeros(1, n, self.hidden_size)
+        for layer in range(self.num_layers):
+            outputs = []
+            for suffix in ("", "_reverse"):
+                weights = [getattr(self.gru, f"{name}_l{layer}{suffix}")
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                # args: input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first
+                out, _ = torch._VF.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)
+                outputs.append(out)
+            x = torch.cat(outputs, dim=2)
+        return x
+
+    def _loop(self, x: torch.Tensor) -> torch.Tensor:
+        outputs, hidden = [], None
+        for t in range(x.shape[1]):
+            out, hidden = self.gru(x[:, t:t + 1], hidden)
+            outputs.append(out)
+        return torch.cat(outputs, dim=1)
+
+
+class BiGRUEncoder(nn.Module):
+    """The released CMD encoder ('BIGRU'): input_norm -> encoder.gru -> last step's 2H output -> fc.
+
+    Input clips (N, C, T, V, M) become sequences (N, T, V*C*M) with feature index v*C*M + c*M + m.
+    """
+
+    def __init__(self, num_class: int, hidden_size: int = 1024, num_layers: int = 3, in_channels: int = 3,
+                 num_joints: int = 25, num_person: int = 2, mlp: bool = False, gru_mode: str = "stepwise"):
+        super().__init__()
+        self.in_channels, self.num_joints, self.num_person = in_channels, num_joints, num_person
+        input_size = in_channels * num_joints * num_person
+        self.feature_dim = 2 * hidden_size
+        self.encoder = StepwiseGRU(input_size, hidden_size, num_layers, mode=gru_mode)
+        self.fc = nn.Linear(self.feature_dim, num_class)
+        self.input_norm = nn.BatchNorm1d(input_size)
+        for module in (self.encoder, self.fc, self.input_norm):  # SPEC s.2 point 5
+            for param in module.parameters():
+                if param.dim() == 2:
+                    nn.init.xavier_uniform_(param)
+        if mlp:
+            add_mlp_head(self)
+
+    @property
+    def gru_mode(self) -> str:
+        return self.encoder.mode
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, V, M) -> (N, 2H): the top layer's output at the last time step (pre-head)."""
+        _check_clip(x, self.in_channels, self.num_joints, self.num_person)
+        n, _, t, _, _ = x.shape
+        seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, -1)
+        seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2).contiguous()
+        return self.encoder(seq)[:, -1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def add_mlp_head(encoder: nn.Module) -> None:
+    """The released `--mlp` replacement: `fc` becomes Sequential(Linear(D, D), ReLU, old fc).
+
+    The new first Linear keeps PyTorch's default initialisation; the old fc keeps its weights.
+    """
+    old = encoder.fc
+    if not isinstance(old, nn.Linear):
+        raise TypeError(f"add_mlp_head expects encoder.fc to be nn.Linear, got {type(old).__name__}")
+    encoder.fc = nn.Sequential(nn.Linear(old.in_features, old.in_features), nn.ReLU(), old)
+
+
+ENCODERS = {"bigru": BiGRUEncoder}
+
+
+def build_encoder(name: str, num_class: int, hidden_size: int = 1024, mlp: bool = False, **kw) -> nn.Module:
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}")
+    return ENCODERS[name](num_class=num_class, hidden_size=hidden_size, mlp=mlp, **kw)
+
+
+# ----------------------------------------------------------------------------- CMD loss
+def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The released `loss_kld`: KL(softmax(teacher) || softmax(student)), batch mean."""
+    return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1),
+                    reduction="batchmean")
+
+
+def cmd_distillation(teacher_sims: dict, student_sims: dict, topk: int, teacher_T: float,
+                     student_T: float) -> dict:
+    """The six ordered KL terms of SPEC s.3 step 5, keyed 'teacher->student' (unweighted).
+
+    teacher_sims[a] = k_a . queue_a (N, K), detached here; student_sims[b] = q_b . queue_b (N, K).
+    Each teacher's top-k neighbours are chosen once and index the students' similarities.
+    """
+    terms = {}
+    for a in MODALITIES:
+        top_values, top_index = torch.topk(teacher_sims[a].detach(), topk, dim=-1)
+        for b in MODALITIES:
+            if b != a:
+                student = torch.gather(student_sims[b], -1, top_index)
+                terms[f"{a}->{b}"] = kl_distillation(student / student_T, top_values / teacher_T)
+    return terms
+
+
+@dataclass
+class CMDOutput:
+    """What one CMD step computed. `loss_cmd` is already multiplied by `cmd_weight`."""
+    logits: dict
+    targets: torch.Tensor
+    loss_cmd: torch.Tensor
+    distill_terms: dict = field(default_factory=dict)  # 'teacher->student' -> unweighted KL
+
+    def contrastive_losses(self) -> dict:
+        return {name: F.cross_entropy(self.logits[name], self.targets) for name in MODALITIES}
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return sum(self.contrastive_losses().values()) + self.loss_cmd
+
+
+# ----------------------------------------------------------------------------- pretraining model
+class CMD(nn.Module):
+    """Three MoCo branches (joint, motion, bone) plus cross-modal mutual distillation.
+
+    Attribute and buffer names are the released ones: encoder_q / encoder_k, encoder_q_motion /
+    encoder_k_motion, encoder_q_bone / encoder_k_bone, queue{,_motion,_bone}, queue_ptr{,_motion,_bone}.
+    """
+
+    QUERY = {"joint": "encoder_q", "motion": "encoder_q_motion", "bone": "encoder_q_bone"}
+    KEY = {"joint": "encoder_k", "motion": "encoder_k_motion", "bone": "encoder_k_bone"}
+    QUEUE = {"joint": "queue", "motion": "queue_motion", "bone": "queue_bone"}
+    POINTER = {"joint": "queue_ptr", "motion": "queue_ptr_motion", "bone": "queue_ptr_bone"}
+
+    def __init__(self, encoder: str = "bigru", hidden_size: int = 1024, dim: int = 128, K: int = 16384,
+                 m: float = 0.999, T: float = 0.07, teacher_T: float = 0.05, student_T: float = 0.1,
+                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, **encoder_kwargs):
+        super().__init__()
+        if not 1 <= topk <= K:
+            raise ValueError(f"topk={topk} must be between 1 and the queue size K={K}")
+        self.K, self.m, self.T = K, m, T
+        self.teacher_T, self.student_T = teacher_T, student_T
+        self.cmd_weight, self.topk = cmd_weight, topk
+        # Construction order as released: q, k per modality, then MLP heads, then copies.
+        for mod in MODALITIES:
+            for names in (self.QUERY, self.KEY):
+                setattr(self, names[mod], build_encoder(encoder, num_class=dim, hidden_size=hidden_size,
+                                                        mlp=False, **encoder_kwargs))
+        if mlp:
+            for mod in MODALITIES:
+                add_mlp_head(self.query_encoder(mod))
+                add_mlp_head(self.key_encoder(mod))
+        for mod in MODALITIES:
+            moco.copy_parameters(self.key_encoder(mod), self.query_encoder(mod))
+        self.queues = moco.AlignedQueues(self, [self.QUEUE[m_] for m_ in MODALITIES],
+                                         [self.POINTER[m_] for m_ in MODALITIES], dim, K)
+
+    def query_encoder(self, modality: str) -> nn.Module:
+        return getattr(self, self.QUERY[modality])
+
+    def key_encoder(self, modality: str) -> nn.Module:
+        return getattr(self, self.KEY[modality])
+
+    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> CMDOutput:
+        q = {mod: F.normalize(self.query_encoder(mod)(to_modality(x_q, mod)), dim=1) for mod in MODALITIES}
+        with torch.no_grad():
+            for mod in MODALITIES:
+                moco.momentum_update(self.key_encoder(mod), self.query_encoder(mod), self.m)
+            k = {mod: F.normalize(self.key_encoder(mod)(to_modality(x_k, mod)), dim=1) for mod in MODALITIES}
+
+        queues = self.queues.queues(self)
+        logits, student_sims, teacher_sims = {}, {}, {}
+        targets = None
+        for mod in MODALITIES:
+            queue = queues[self.QUEUE[mod]]
+            student_sims[mod] = moco.negative_similarities(q[mod], queue)
+            logits[mod], targets = moco.infonce_logits(q[mod], k[mod], queue, self.T, l_neg=student_sims[mod])
+            teacher_sims[mod] = moco.negative_similarities(k[mod], queue)
+        terms = cmd_distillation(teacher_sims, student_sims, self.topk, self.teacher_T, self.student_T)
+        loss_cmd = self.cmd_weight * sum(terms.values())
+
+        self.queues.enqueue(self, {self.QUEUE[mod]: k[mod] for mod in MODALITIES})
+        return CMDOutput(logits=logits, targets=targets, loss_cmd=loss_cmd, distill_terms=terms)
+
+
+# ----------------------------------------------------------------------------- downstream model
+class CMDClassifier(nn.Module):
+    """The three query encoders with `num_class` heads (as released); `view` picks what is used.
+
+    view 'joint' / 'motion' / 'bone': that encoder on that modality; 'all': mean of the three heads'
+    logits (the paper's 3-stream fusion), features concatenated.
+    """
+
+    ENCODER_NAMES = {"joint": "encoder_q", "motion": "encoder_q_motion", "bone": "encoder_q_bone"}
+    VIEWS = MODALITIES + ("all",)
+
+    def __init__(self, num_class: int, encoder: str = "bigru", hidden_size: int = 1024, view: str = "joint",
+                 **encoder_kwargs):
+        super().__init__()
+        if view not in self.VIEWS:
+            raise ValueError(f"unknown view {view!r}; expected one of {self.VIEWS}")
+        self.view = view
+        for mod in MODALITIES:
+            setattr(self, self.ENCODER_NAMES[mod], build_encoder(encoder, num_class=num_class,
+                                                                 hidden_size=hidden_size, **encoder_kwargs))
+
+    def _modalities(self) -> tuple[str, ...]:
+        return MODALITIES if self.view == "all" else (self.view,)
+
+    def view_encoders(self) -> list:
+        return [getattr(self, self.ENCODER_NAMES[mod]) for mod in self._modalities()]
+
+    def heads(self) -> list:
+        return [enc.fc for enc in self.view_encoders()]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [getattr(self, self.ENCODER_NAMES[mod]).features(to_modality(x, mod)) for mod in self._modalities()]
+        return torch.cat(feats, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [getattr(self, self.ENCODER_NAMES[mod])(to_modality(x, mod)) for mod in self._modalities()]
+        return logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)
+
+    def load_pretrained(self, state_dict: dict, source: str = "checkpoint") -> None:
+        """Released rule: keep `encoder_q*` weights, drop their `fc`; KeyError listing mismatches."""
+        checkpoints.load_query_encoders(self, state_dict, list(self.ENCODER_NAMES.values()), source=source)
