@@ -347,3 +347,49 @@ def test_classifier_views_features_and_heads():
     assert clf.view_encoders() == [clf.encoder_q_motion]
     with pytest.raises(ValueError, match="unknown view 'depth'"):
         CMDClassifier(num_class=5, hidden_size=8, view="depth")
+
+
+# ------------------------------------------------------------------ 8 (model level): CMD under DDP, gloo
+def _ddp_worker(rank, world, init_file, out_dir):
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = small_cmd(K=64)  # same seed on both ranks
+        outs = record_encoder_outputs(model)
+        ddp = DDP(model)
+        out = ddp(clips(n=4, t=8, seed=10 + rank), clips(n=4, t=8, seed=20 + rank))
+        out.loss.backward()
+        keys = {m: nn.functional.normalize(outs[CMD.KEY[m]], dim=1) for m in cmd_model.MODALITIES}
+        torch.save({"state": {k: v for k, v in model.state_dict().items() if "queue" in k}, "keys": keys},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cmd_under_ddp_gathers_keys_from_both_ranks(tmp_path):
+    import time
+
+    import torch.multiprocessing as mp
+    ctx = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path)),
+                             nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 180
+    try:
+        while not ctx.join(timeout=5):
+            if time.monotonic() > deadline:
+                pytest.fail("two-process DDP test did not finish within 180 s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for name, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][name]), name
+    for m in cmd_model.MODALITIES:
+        queue = r0["state"][CMD.QUEUE[m]]
+        torch.testing.assert_close(queue[:, 0:4], r0["keys"][m].T, rtol=0, atol=0)
+        torch.testing.assert_close(queue[:, 4:8], r1["keys"][m].T, rtol=0, atol=0)
+        assert not torch.equal(r0["keys"][m], r1["keys"][m])
+        assert int(r0["state"][CMD.POINTER[m]]) == 8
