@@ -1,0 +1,505 @@
+"""Self-supervised CMD pretraining (SPEC.md section 3) on one CPU, one GPU, or several processes (torchrun).
+
+    python pretrain_cmd.py --pre-dataset ntu60 --protocol cross_subject --mlp --topk 8192 ...
+    torchrun --nproc_per_node=4 pretrain_cmd.py ...      # --batch-size stays the global batch
+
+Every flag of the released script keeps its name, default and meaning; additions are --data-dir,
+--encoder, --hidden-size, --device, --save-freq, --amp, --max-steps, --log-dir and --batch-augment.
+
+Outputs (rank 0 only): in --checkpoint-path, `checkpoint_last.pth.tar` every epoch,
+`checkpoint_{epoch:04d}.pth.tar` every --save-freq epochs (epoch index, as released) and at the last
+epoch, `config.json` and `log.jsonl`; tensorboard events in --log-dir (default: --checkpoint-path).
+
+Reproducibility: the shuffle order and every augmentation are functions of (--seed, epoch, sample index)
+(or of (--seed, epoch, rank) with --batch-augment), so an interrupted run resumed with `--resume auto`
+ends with the same weights and queues as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import checkpoints
+import cmd_model
+import dataset
+import runtime
+
+# released --skeleton-representation values -> our encoder names
+REPRESENTATION_ENCODERS = {"seq-based": "bigru", "graph-based": "stgcn"}
+# tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
+STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim", "top1_joint", "top1_motion", "top1_bone")
+# arguments that fix the shape of the model: a resumed checkpoint must agree on them
+MODEL_ARGS = ("encoder", "hidden_size", "mlp", "contrast_dim", "contrast_k")
+
+
+class UsageError(Exception):
+    """Bad flags or bad input data, found before training starts (exit status 2)."""
+
+
+class NonFiniteLossError(Exception):
+    """The loss became NaN or infinite (exit status 1); nothing of that epoch is saved."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # --- released flags (names and meaning as in the released pretrain_cmd.py) ---
+    p.add_argument("-j", "--workers", default=8, type=int, metavar="N", help="data loading workers per process")
+    p.add_argument("--epochs", default=451, type=int, metavar="N", help="number of total epochs to run")
+    p.add_argument("--start-epoch", default=0, type=int, metavar="N",
+                   help="manual epoch number (useful on restarts; --resume overrides it)")
+    p.add_argument("-b", "--batch-size", default=64, type=int, metavar="N",
+                   help="global mini-batch size, split evenly over the processes of a torchrun job")
+    p.add_argument("--lr", "--learning-rate", default=0.01, type=float, metavar="LR", dest="lr",
+                   help="initial learning rate")
+    p.add_argument("--schedule", default=[351], nargs="*", type=int,
+                   help="epochs at which the learning rate drops by 10x (ignored with --cos)")
+    p.add_argument("--cos", action="store_true", help="cosine learning-rate schedule instead of steps")
+    p.add_argument("--momentum", default=0.9, type=float, metavar="M", help="SGD momentum")
+    p.add_argument("--wd", "--weight-decay", default=1e-4, type=float, metavar="W", dest="weight_decay",
+                   help="weight decay")
+    p.add_argument("-p", "--print-freq", default=10, type=int, metavar="N",
+                   help="refresh the progress-bar statistics every N steps")
+    p.add_argument("--resume", default="", type=str, metavar="PATH",
+                   help="checkpoint to resume from, or 'auto' for the newest one in --checkpoint-path")
+    p.add_argument("--seed", default=None, type=int,
+                   help="seed of initialisation, shuffling and augmentation (drawn at random and recorded "
+                        "in config.json when not given)")
+    p.add_argument("--checkpoint-path", default="./checkpoints", type=str, help="where checkpoints go")
+    p.add_argument("--skeleton-representation", default="seq-based", choices=sorted(REPRESENTATION_ENCODERS),
+                   help="input representation: seq-based (BiGRU) or graph-based (ST-GCN); --encoder overrides")
+    p.add_argument("--pre-dataset", default="ntu60", type=str,
+                   help=f"pretraining dataset: one of {', '.join(dataset.DATASETS)}")
+    p.add_argument("--protocol", default="cross_subject", type=str,
+                   help=f"split: one of {', '.join(dataset.PROTOCOLS)}")
+    p.add_argument("--contrast-dim", default=128, type=int, help="feature dimension of the contrastive head")
+    p.add_argument("--contrast-k", default=16384, type=int, help="queue size (number of negative keys)")
+    p.add_argument("--contrast-m", default=0.999, type=float, help="momentum of the key encoders")
+    p.add_argument("--contrast-t", default=0.07, type=float, help="InfoNCE temperature")
+    p.add_argument("--teacher-t", default=0.05, type=float, help="temperature of the teacher's distribution")
+    p.add_argument("--student-t", default=0.1, type=float, help="temperature of the student's distribution")
+    p.add_argument("--cmd-weight", default=1.0, type=float, help="weight of the cross-modal distillation loss")
+    p.add_argument("--topk", default=8192, type=int, help="nearest neighbours in the teacher's distribution")
+    p.add_argument("--mlp", action="store_true", help="two-layer MLP projection head")
+    # --- additions ---
+    p.add_argument("--data-dir", default="./data", type=str,
+                   help="root of the prepared data (<data-dir>/<dataset>/<xsub|xview|xsetup>/); with "
+                        "--pre-dataset custom, the folder holding train_data_joint.npy itself")
+    p.add_argument("--encoder", default=None, choices=sorted(cmd_model.ENCODERS),
+                   help="sequence encoder (default: from --skeleton-representation)")
+    p.add_argument("--hidden-size", default=1024, type=int, help="GRU hidden size H (features are 2H)")
+    p.add_argument("--device", default="auto", type=str,
+                   help="auto (this process's CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
+    p.add_argument("--save-freq", default=10, type=int,
+                   help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0, and at the last epoch")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast + GradScaler), CUDA only")
+    p.add_argument("--max-steps", default=None, type=int,
+                   help="stop after this many training steps (smoke runs); the cut epoch is saved as the last")
+    p.add_argument("--log-dir", default=None, type=str, help="tensorboard folder (default: --checkpoint-path)")
+    p.add_argument("--batch-augment", action="store_true",
+                   help="augment whole batches on the model's device (dataset.augment_pretrain_batch) instead of "
+                        "per clip with numpy in the loader workers (the released way); same distributions")
+    return p
+
+
+def learning_rate(epoch: int, args) -> float:
+    """The released per-epoch rule: cosine over --epochs, or x0.1 at every milestone reached."""
+    lr = args.lr
+    if args.cos:
+        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / args.epochs))
+    for milestone in args.schedule:
+        lr *= 0.1 if epoch >= milestone else 1.0
+    return lr
+
+
+def _seed_from(*values: int) -> int:
+    """A 63-bit seed that is a fixed function of the given integers."""
+    return int(np.random.SeedSequence([int(v) % (2 ** 32) for v in values]).generate_state(2, np.uint64)[0]
+               % (2 ** 63))
+
+
+class EpochSeededPretrainFeeder(dataset.PretrainFeeder):
+    """PretrainFeeder whose two augmented views depend only on (seed, epoch, index).
+
+    The released feeder draws from whatever numpy state each loader worker happens to have; here every
+    clip gets its own Generator, so results do not depend on the number of workers or processes and a
+    resumed run continues exactly where an uninterrupted one would be.
+    """
+
+    def __init__(self, split, seed: int, window: int = dataset.WINDOW, augment: str = "numpy"):
+        super().__init__(split, window=window, augment=augment)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int):
+        if self.augment == "none":
+            return super().__getitem__(index)
+        rng = np.random.default_rng([self.seed % (2 ** 32), self.epoch, int(index)])
+        clip = np.asarray(self.split.data[index], dtype=np.float32)
+        num_frame = int(self.split.num_frame[index])
+        x_q = dataset.augment_pretrain(clip, num_frame, rng, self.window)
+        x_k = dataset.augment_pretrain(clip, num_frame, rng, self.window)
+        return torch.from_numpy(x_q), torch.from_numpy(x_k)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module            # the CMD model (not the DDP wrapper)
+    epochs_done: int            # value of 'epoch' in the last checkpoint (epochs completed)
+    steps: int                  # training steps run by this invocation
+    checkpoint: str | None      # last checkpoint written or resumed from
+
+
+class Run:
+    """Everything one pretraining invocation holds; `train()` is the loop."""
+
+    def __init__(self, args):
+        self.args = args
+        self.dist_info, self.device = runtime.init_distributed(args.device)
+        self.is_main = self.dist_info.is_main
+        self.world = self.dist_info.world_size
+        self.writer = None
+        self.jsonl = None
+        self.last_checkpoint = None
+        self._resume_cache = None
+        self._validate_args()
+        self._resolve_seed()
+        self._build_data()
+        self._build_model()
+
+    # ------------------------------------------------------------------ set-up
+    def log(self, msg: str) -> None:
+        if self.is_main:
+            tqdm.write(msg)
+
+    def _validate_args(self) -> None:
+        a = self.args
+        if a.encoder is None:
+            a.encoder = REPRESENTATION_ENCODERS[a.skeleton_representation]
+        if a.encoder not in cmd_model.ENCODERS:
+            raise UsageError(f"--skeleton-representation {a.skeleton_representation} needs encoder {a.encoder!r}, "
+                             f"which this version does not have; available encoders: {sorted(cmd_model.ENCODERS)}")
+        if a.batch_size < 1 or a.batch_size % self.world:
+            raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly over "
+                             f"{self.world} processes")
+        if a.contrast_k % a.batch_size:
+            raise UsageError(f"--contrast-k {a.contrast_k} must be a multiple of the global --batch-size "
+                             f"{a.batch_size} (each step enqueues one batch of keys; the released code assumes it)")
+        if not 1 <= a.topk <= a.contrast_k:
+            raise UsageError(f"--topk {a.topk} must be between 1 and --contrast-k {a.contrast_k}")
+        if a.save_freq < 1 or a.print_freq < 1:
+            raise UsageError("--save-freq and --print-freq must be at least 1")
+        if a.max_steps is not None and a.max_steps < 1:
+            raise UsageError(f"--max-steps must be at least 1, got {a.max_steps}")
+        self.use_amp = bool(a.amp and self.device.type == "cuda")
+        if a.amp and not self.use_amp:
+            self.log("warning: --amp needs CUDA; training in float32 on " + str(self.device))
+        a.log_dir = a.log_dir or a.checkpoint_path
+
+    def _resolve_seed(self) -> None:
+        a = self.args
+        if a.seed is None and a.resume:
+            path = self._resume_path()
+            if path is not None:  # keep the interrupted run's seed so the rest of it is reproduced
+                a.seed = (self._load_resume_checkpoint(path).get("args") or {}).get("seed")
+        if a.seed is None:
+            a.seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
+        if self.dist_info.distributed:  # every rank must initialise the same model and use the same order
+            seed = torch.tensor([a.seed], dtype=torch.int64, device=self._collective_device())
+            dist.broadcast(seed, src=0)
+            a.seed = int(seed.item())
+
+    def _collective_device(self) -> torch.device:
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def _build_data(self) -> None:
+        a = self.args
+        try:
+            benchmark = dataset.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
+            split = dataset.load_split(benchmark.folder, "train")
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"cannot load the pretraining data: {exc}") from exc
+        self.data_folder = benchmark.folder
+        self.per_rank_batch = a.batch_size // self.world
+        self.train_set = EpochSeededPretrainFeeder(split, seed=a.seed,
+                                                   augment="none" if a.batch_augment else "numpy")
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.dist_info.rank,
+                                          shuffle=True, seed=a.seed, drop_last=False)
+        self.loader_generator = torch.Generator()
+        self.loader = DataLoader(self.train_set, batch_size=self.per_rank_batch, sampler=self.sampler,
+                                 num_workers=a.workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                                 generator=self.loader_generator, persistent_workers=False)
+        if len(self.loader) == 0:
+            raise UsageError(f"{benchmark.folder}: the training split has {len(split)} clips, fewer than one "
+                             f"per-process batch of {self.per_rank_batch} (--batch-size {a.batch_size} over "
+                             f"{self.world} processes)")
+
+    def _build_model(self) -> None:
+        a = self.args
+        runtime.seed_everything(a.seed)
+        try:
+            model = cmd_model.CMD(encoder=a.encoder, hidden_size=a.hidden_size, dim=a.contrast_dim, K=a.contrast_k,
+                                  m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t, student_T=a.student_t,
+                                  cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        model = model.to(self.device)
+        if self.dist_info.distributed and self.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if self.dist_info.distributed:
+            # Buffers are not re-broadcast from rank 0 at every forward: the queues stay equal because
+            # every rank enqueues the keys gathered from all ranks (the fix to the released code), and a
+            # broadcast would both hide a broken gather and copy three (dim, K) queues per step.
+            kw = ({"forward_sync_buffers": False}
+                  if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                  else {"broadcast_buffers": False})
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **kw)
+        else:
+            self.train_model = model
+
+    # ------------------------------------------------------------------ resume and checkpoints
+    def _resume_path(self) -> str | None:
+        a = self.args
+        if a.resume == "auto":
+            return checkpoints.find_latest_checkpoint(a.checkpoint_path)
+        if not os.path.isfile(a.resume):
+            raise UsageError(f"--resume {a.resume}: no such checkpoint file")
+        return a.resume
+
+    def _load_resume_checkpoint(self, path: str) -> dict:
+        if self._resume_cache is None or self._resume_cache[0] != path:
+            try:
+                self._resume_cache = (path, checkpoints.load_checkpoint(path))
+            except RuntimeError as exc:
+                raise UsageError(str(exc)) from exc
+        return self._resume_cache[1]
+
+    def resume(self) -> None:
+        a = self.args
+        if not a.resume:
+            return
+        path = self._resume_path()
+        if path is None:
+            self.log(f"=> --resume auto: no checkpoint in {a.checkpoint_path}, starting from scratch")
+            return
+        ckpt = self._load_resume_checkpoint(path)
+        self._resume_cache = None
+        saved_args = ckpt.get("args") or {}
+        differ = [f"--{k.replace('_', '-')} {saved_args[k]} (checkpoint) vs {getattr(a, k)} (now)"
+                  for k in MODEL_ARGS if k in saved_args and saved_args[k] != getattr(a, k)]
+        if differ:
+            raise UsageError(f"{path} was trained with a different model: " + "; ".join(differ))
+        try:
+            checkpoints.load_pretraining_weights(self.model, ckpt["state_dict"], source=path)
+        except (KeyError, RuntimeError) as exc:
+            raise UsageError(str(exc)) from exc
+        restored = ["model weights and queues (queue_ptr=%d)" % int(self.model.queue_ptr)]
+        if "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            restored.append("optimizer state")
+        a.start_epoch = int(ckpt.get("epoch", 0))
+        restored.append(f"epoch counter ({a.start_epoch} epochs done)")
+        if "rng" in ckpt:
+            runtime.set_rng_state(ckpt["rng"])
+            restored.append("RNG states")
+        if self.use_amp and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+            restored.append("AMP scaler")
+        self.last_checkpoint = path
+        self.log(f"=> resumed from {path}: " + ", ".join(restored))
+
+    def save(self, epoch: int, last_epoch: bool) -> None:
+        """checkpoint_last every epoch; checkpoint_{epoch:04d} (epoch index) every --save-freq and at the end."""
+        a = self.args
+        state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "args": _plain_args(a), "rng": runtime.rng_state()}
+        if self.use_amp:
+            state["scaler"] = self.scaler.state_dict()
+        last = os.path.join(a.checkpoint_path, checkpoints.LAST_CHECKPOINT)
+        checkpoints.atomic_save(state, last)
+        self.last_checkpoint = last
+        if epoch % a.save_freq == 0 or last_epoch:
+            numbered = os.path.join(a.checkpoint_path, checkpoints.CHECKPOINT_PATTERN.format(epoch=epoch))
+            _link_or_save(last, numbered, state)
+            self.last_checkpoint = numbered
+
+    # ------------------------------------------------------------------ training
+    def _batch_views(self, batch, generator):
+        if self.args.batch_augment:
+            clips, num_frame = (t.to(self.device, non_blocking=True) for t in batch)
+            return (dataset.augment_pretrain_batch(clips, num_frame, generator=generator),
+                    dataset.augment_pretrain_batch(clips, num_frame, generator=generator))
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    def train_one_epoch(self, epoch: int, steps_left: int | None) -> tuple[dict, int]:
+        a = self.args
+        self.train_model.train()
+        generator = None
+        if a.batch_augment:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(_seed_from(a.seed, epoch, self.dist_info.rank, 1))
+        sums = torch.zeros(len(STAT_NAMES), dtype=torch.float64)
+        steps, start = 0, time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {epoch}", total=len(self.loader), disable=not self.is_main,
+                   dynamic_ncols=True, leave=False)
+        for step, batch in enumerate(bar):
+            x_q, x_k = self._batch_views(batch, generator)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                out = self.train_model(x_q, x_k)
+                ce = out.contrastive_losses()
+                loss = ce["joint"] + ce["motion"] + ce["bone"] + out.loss_cmd
+            with torch.no_grad():
+                top1 = [(out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100 for m in cmd_model.MODALITIES]
+                stats = torch.stack([loss.detach().float(), *(ce[m].detach().float() for m in cmd_model.MODALITIES),
+                                     out.loss_cmd.detach().float(), *top1])
+                if self.dist_info.distributed:  # one small all-reduce: global means, and every rank sees a NaN
+                    stats = stats.to(self._collective_device())
+                    dist.all_reduce(stats)
+                    stats /= self.world
+                values = stats.double().cpu()
+            if not bool(torch.isfinite(values).all()):
+                detail = ", ".join(f"{n}={v:.4g}" for n, v in zip(STAT_NAMES, values.tolist()))
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {step} ({detail}); stopping. Check the input data "
+                    f"for NaN/inf values or lower --lr. Last good checkpoint: {self.last_checkpoint or 'none'}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            sums += values
+            steps += 1
+            if self.is_main and (step % a.print_freq == 0 or step + 1 == len(self.loader)):
+                mean = (sums / steps).tolist()
+                rate = steps * a.batch_size / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{mean[0]:.3f}", j=f"{mean[1]:.3f}", m=f"{mean[2]:.3f}", b=f"{mean[3]:.3f}",
+                                cmd=f"{mean[4]:.3f}", top1=f"{mean[5]:.1f}/{mean[6]:.1f}/{mean[7]:.1f}",
+                                sps=f"{rate:.1f}", refresh=False)
+            if steps_left is not None and steps >= steps_left:
+                break
+        bar.close()
+        elapsed = time.perf_counter() - start
+        record = {name: float(v) for name, v in zip(STAT_NAMES, (sums / max(steps, 1)).tolist())}
+        record.update(steps=steps, samples=steps * a.batch_size, time_s=elapsed,
+                      samples_per_s=steps * a.batch_size / max(elapsed, 1e-9))
+        return record, steps
+
+    def write_config(self) -> None:
+        a = self.args
+        config = dict(_plain_args(a), world_size=self.world, per_process_batch=self.per_rank_batch,
+                      device=str(self.device), data_folder=self.data_folder, train_clips=len(self.train_set),
+                      steps_per_epoch=len(self.loader), torch_version=torch.__version__, argv=sys.argv)
+        runtime.atomic_write_json(os.path.join(a.checkpoint_path, "config.json"), config)
+
+    def train(self) -> TrainResult:
+        a = self.args
+        self.resume()
+        if self.is_main:
+            os.makedirs(a.checkpoint_path, exist_ok=True)
+            self.write_config()
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
+            self.writer = SummaryWriter(log_dir=a.log_dir)
+            self.jsonl = runtime.JsonlLogger(os.path.join(a.checkpoint_path, "log.jsonl"))
+        self.log(f"=> pretraining CMD ({a.encoder}, H={a.hidden_size}) on {self.data_folder}: "
+                 f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x {self.per_rank_batch} "
+                 f"on {self.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
+        total_steps, epochs_done = 0, a.start_epoch
+        try:
+            for epoch in range(a.start_epoch, a.epochs):
+                self.sampler.set_epoch(epoch)
+                self.train_set.set_epoch(epoch)
+                self.loader_generator.manual_seed(_seed_from(a.seed, epoch, self.dist_info.rank, 0))
+                lr = learning_rate(epoch, a)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                steps_left = None if a.max_steps is None else a.max_steps - total_steps
+                record, steps = self.train_one_epoch(epoch, steps_left)
+                total_steps += steps
+                truncated = steps < len(self.loader)
+                last_epoch = epoch == a.epochs - 1 or (a.max_steps is not None and total_steps >= a.max_steps)
+                record.update(epoch=epoch, lr=lr, truncated=truncated)
+                if self.is_main:
+                    self.save(epoch, last_epoch)
+                    self.jsonl.write(record)
+                    for name in STAT_NAMES:
+                        self.writer.add_scalar(name, record[name], epoch)
+                    self.writer.add_scalar("lr", lr, epoch)
+                    self.writer.flush()
+                    self.log(f"epoch {epoch}: lr {lr:.3g} loss {record['loss']:.4f} (joint {record['loss_joint']:.4f} "
+                             f"motion {record['loss_motion']:.4f} bone {record['loss_bone']:.4f} cmd "
+                             f"{record['loss_sim']:.4f}) top1 {record['top1_joint']:.1f}/{record['top1_motion']:.1f}/"
+                             f"{record['top1_bone']:.1f} {record['samples_per_s']:.1f} samples/s"
+                             + (" [stopped early: --max-steps]" if truncated else ""))
+                epochs_done = epoch + 1
+                if last_epoch:
+                    break
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        if a.start_epoch >= a.epochs:
+            self.log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
+        return TrainResult(self.model, epochs_done, total_steps, self.last_checkpoint)
+
+
+def _plain_args(args) -> dict:
+    """The CLI arguments as a dict of plain values (loadable with weights_only=True)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+
+
+def _link_or_save(src: str, dst: str, state) -> None:
+    """Make `dst` a hard link to the just-written `src` (no second write of a large file); copy-save otherwise.
+
+    `src` is later replaced by rename, which leaves the linked file's contents untouched.
+    """
+    tmp = dst + ".tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        checkpoints.atomic_save(state, dst)
+
+
+def run(args) -> TrainResult:
+    """Train with parsed arguments; raises UsageError / NonFiniteLossError (see main)."""
+    return Run(args).train()
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except UsageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
