@@ -1,0 +1,147 @@
+"""kNN evaluation of frozen CMD features (SPEC.md section 5).
+
+The chosen view's query encoder gives 2H-dim pre-head features (SPEC section 2, step 3) of the training
+and test clips, both cut with the 0.95 centre crop; features are L2-normalised and every test clip takes
+the majority label of its k most cosine-similar training clips, ties between classes going to the class
+of the nearest neighbour among them. Similarities are computed in chunks on the model's device, so the
+full N_train x N_test matrix is never held at once.
+
+    python knn_eval.py --pretrained checkpoints/ntu60_cross_subject/checkpoint_0450.pth.tar \
+        --finetune-dataset ntu60 --protocol cross_subject --knn-neighbours 1 5 20
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import evaluation
+
+
+@torch.no_grad()
+def knn_neighbours(train_features: torch.Tensor, test_features: torch.Tensor, k: int,
+                   test_chunk: int = 1024, train_chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and similarities of the k most similar training rows for every test row (dot product).
+
+    Works on blocks of at most `test_chunk x train_chunk` similarities, merging the running top-k of each
+    training block, so memory stays bounded for any N_train x N_test. Rows come back sorted by
+    decreasing similarity (the first column is the nearest neighbour).
+    """
+    n_train, n_test = train_features.shape[0], test_features.shape[0]
+    if not 1 <= k <= n_train:
+        raise ValueError(f"k={k} must lie in [1, number of training samples = {n_train}]")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(f"feature sizes differ: train {tuple(train_features.shape)}, test {tuple(test_features.shape)}")
+    all_sims, all_idx = [], []
+    for t0 in range(0, n_test, test_chunk):
+        query = test_features[t0:t0 + test_chunk]
+        best_sims = best_idx = None
+        for r0 in range(0, n_train, train_chunk):
+            block = query @ train_features[r0:r0 + train_chunk].T           # (chunk, train block)
+            sims, idx = block.topk(min(k, block.shape[1]), dim=1)
+            idx = idx + r0
+            if best_sims is not None:
+                sims = torch.cat([best_sims, sims], dim=1)
+                idx = torch.cat([best_idx, idx], dim=1)
+                sims, order = sims.topk(min(k, sims.shape[1]), dim=1)
+                idx = idx.gather(1, order)
+            best_sims, best_idx = sims, idx
+        all_sims.append(best_sims)
+        all_idx.append(best_idx)
+    return torch.cat(all_sims), torch.cat(all_idx)
+
+
+def majority_vote(neighbour_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Most frequent label per row of `neighbour_labels` (N, k), columns ordered nearest first.
+
+    Ties between classes go to the tied class whose member comes first in the row, i.e. the class of the
+    nearest neighbour among the tied classes.
+    """
+    counts = F.one_hot(neighbour_labels, num_classes).sum(dim=1)              # (N, C)
+    count_of_each_neighbour = counts.gather(1, neighbour_labels)              # (N, k)
+    is_top = count_of_each_neighbour == counts.max(dim=1, keepdim=True).values
+    first_top = is_top.to(torch.int8).argmax(dim=1, keepdim=True)             # argmax returns the first max
+    return neighbour_labels.gather(1, first_top).squeeze(1)
+
+
+@torch.no_grad()
+def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                ks, test_chunk: int = 1024, train_chunk: int = 16384, normalize: bool = True) -> dict:
+    """Cosine kNN predictions for each k in `ks`: {k: LongTensor (N_test,)}.
+
+    With `normalize` the features are L2-normalised first, so a dot product is the cosine similarity.
+    """
+    ks = sorted({int(k) for k in ks})
+    if normalize:
+        train_features = F.normalize(train_features, dim=1)
+        test_features = F.normalize(test_features, dim=1)
+    train_labels = train_labels.to(train_features.device).long()
+    _, idx = knn_neighbours(train_features, test_features, max(ks), test_chunk, train_chunk)
+    neighbour_labels = train_labels[idx]
+    num_classes = int(train_labels.max()) + 1
+    return {k: majority_vote(neighbour_labels[:, :k], num_classes) for k in ks}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluation.add_common_arguments(parser)
+    parser.add_argument("--knn-neighbours", type=int, nargs="+", default=[1],
+                        help="k for the k-nearest-neighbour vote; several values give one accuracy each")
+    parser.add_argument("-b", "--batch-size", type=int, default=64, help="batch size of feature extraction")
+    parser.add_argument("--chunk-size", type=int, default=1024,
+                        help="test rows per block of the similarity computation")
+    parser.add_argument("--train-chunk-size", type=int, default=16384,
+                        help="training rows per block of the similarity computation")
+    parser.add_argument("--save-features", metavar="DIR", default=None,
+                        help="write {train,test}_features.npy and {train,test}_labels.npy to DIR")
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if min(args.knn_neighbours) < 1:
+        raise SystemExit(f"--knn-neighbours must be >= 1, got {args.knn_neighbours}")
+    evaluation.check_visualisation_dependencies(args)
+    started = time.time()
+    evaluation.seed_from_args(args)
+    device = evaluation.device_from_args(args)
+    benchmark, train_split, test_split = evaluation.load_benchmark(args)
+    source = evaluation.load_pretrained_source(args.pretrained)
+    model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
+    model.eval()
+
+    train_loader = evaluation.make_loader(train_split, train=False, batch_size=args.batch_size,
+                                          workers=args.workers, device=device, shuffle=False)
+    test_loader = evaluation.make_loader(test_split, train=False, batch_size=args.batch_size,
+                                         workers=args.workers, device=device, shuffle=False)
+    train_feat, train_lab = evaluation.extract_features(model, train_loader, device, desc="train features")
+    test_feat, test_lab = evaluation.extract_features(model, test_loader, device, desc="test features")
+
+    preds = knn_predict(train_feat, train_lab, test_feat, args.knn_neighbours,
+                        test_chunk=args.chunk_size, train_chunk=args.train_chunk_size)
+    metrics = {f"top1_k{k}": 100.0 * (p == test_lab).double().mean().item() for k, p in preds.items()}
+
+    if args.save_features:
+        for name, arr in (("train_features", train_feat), ("train_labels", train_lab),
+                          ("test_features", test_feat), ("test_labels", test_lab)):
+            evaluation.save_npy(os.path.join(args.save_features, f"{name}.npy"), arr.cpu().numpy())
+    test_np, test_lab_np = test_feat.cpu().numpy(), test_lab.cpu().numpy()
+    evaluation.write_visualisations(args, test_np, test_lab_np)
+
+    record = evaluation.results_record(
+        args, benchmark, source, model_info, protocol_name="knn", metrics=metrics, epochs=0,
+        started=started, extra={"knn_neighbours": sorted(set(args.knn_neighbours)),
+                                "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel())})
+    columns = [(f"top-1 (k={k})", metrics[f"top1_k{k}"]) for k in sorted(preds)]
+    evaluation.report(args.output, record, columns)
+    return record
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
