@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import os
 import sys
@@ -417,8 +418,11 @@ class Run:
             os.makedirs(a.checkpoint_path, exist_ok=True)
             self.write_config()
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
-            self.writer = SummaryWriter(log_dir=a.log_dir)
-            self.jsonl = runtime.JsonlLogger(os.path.join(a.checkpoint_path, "log.jsonl"))
+            # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
+            self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch if a.start_epoch else None)
+            log_path = os.path.join(a.checkpoint_path, "log.jsonl")
+            _drop_records_from(log_path, a.start_epoch)
+            self.jsonl = runtime.JsonlLogger(log_path)
         self.log(f"=> pretraining CMD ({a.encoder}, H={a.hidden_size}) on {self.data_folder}: "
                  f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x {self.per_rank_batch} "
                  f"on {self.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
@@ -437,13 +441,13 @@ class Run:
                 truncated = steps < len(self.loader)
                 last_epoch = epoch == a.epochs - 1 or (a.max_steps is not None and total_steps >= a.max_steps)
                 record.update(epoch=epoch, lr=lr, truncated=truncated)
-                if self.is_main:
-                    self.save(epoch, last_epoch)
+                if self.is_main:  # logs first: a resume drops the records of epochs its checkpoint lacks
                     self.jsonl.write(record)
                     for name in STAT_NAMES:
                         self.writer.add_scalar(name, record[name], epoch)
                     self.writer.add_scalar("lr", lr, epoch)
                     self.writer.flush()
+                    self.save(epoch, last_epoch)
                     self.log(f"epoch {epoch}: lr {lr:.3g} loss {record['loss']:.4f} (joint {record['loss_joint']:.4f} "
                              f"motion {record['loss_motion']:.4f} bone {record['loss_bone']:.4f} cmd "
                              f"{record['loss_sim']:.4f}) top1 {record['top1_joint']:.1f}/{record['top1_motion']:.1f}/"
@@ -463,6 +467,23 @@ class Run:
 def _plain_args(args) -> dict:
     """The CLI arguments as a dict of plain values (loadable with weights_only=True)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+
+
+def _drop_records_from(path: str, epoch: int) -> None:
+    """Keep only the log.jsonl records of epochs before `epoch` (those the resumed checkpoint holds)."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["epoch"]) < epoch:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    if len(kept) != len(lines):
+        runtime.atomic_write_text(path, "".join(kept))
 
 
 def _link_or_save(src: str, dst: str, state) -> None:

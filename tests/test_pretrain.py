@@ -1,0 +1,369 @@
+"""pretrain_cmd.py end to end on tiny synthetic data written here in the prepared on-disk format.
+
+Acceptance points of the pretraining issue: outputs, kill-and-resume equality, atomic checkpoints,
+non-finite loss, torchrun with two processes (gloo), and the five benchmark scripts.
+"""
+import glob
+import hashlib
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoints
+import cmd_model
+import pretrain_cmd
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+N_CLIPS = 8
+TINY = ["--hidden-size", "16", "--contrast-k", "24", "--topk", "8", "--batch-size", "4", "-j", "0",
+        "--mlp", "--seed", "3", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machines are shared: one intra-op thread avoids oversubscription stalls."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def write_split(folder, n=N_CLIPS, seed=0, part="train", nan=False):
+    """Smooth random skeleton motion in the prepared format (SPEC s.6): data, (names, labels), frame counts."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    data = np.zeros((n, 3, 300, 25, 2), np.float32)
+    num_frame = rng.integers(40, 300, n)
+    for i in range(n):
+        t = np.arange(num_frame[i])[None, :, None]
+        pose = rng.normal(size=(3, 1, 25))
+        data[i, :, :num_frame[i], :, 0] = pose + 0.3 * np.sin(0.05 * (i % 4 + 1) * t + rng.normal(size=(3, 1, 25)))
+    if nan:
+        data[:] = np.nan
+    np.save(os.path.join(folder, f"{part}_data_joint.npy"), data)
+    with open(os.path.join(folder, f"{part}_label.pkl"), "wb") as f:
+        pickle.dump(([f"clip{i:03d}" for i in range(n)], [int(v) for v in rng.integers(0, 4, n)]), f)
+    np.save(os.path.join(folder, f"{part}_num_frame.npy"), num_frame.astype(np.int64))
+    return folder
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return write_split(str(tmp_path / "data"))
+
+
+def cli(data, ckpt, *extra):
+    return ["--pre-dataset", "custom", "--data-dir", data, "--checkpoint-path", ckpt, *TINY, *extra]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def test_learning_rate_schedule_matches_released_rule():
+    args = pretrain_cmd.build_parser().parse_args(["--lr", "0.01", "--schedule", "351", "--epochs", "451"])
+    for epoch, expected in [(0, 0.01), (350, 0.01), (351, 0.001), (450, 0.001)]:
+        assert pretrain_cmd.learning_rate(epoch, args) == pytest.approx(expected)
+    args = pretrain_cmd.build_parser().parse_args(["--schedule", "2", "4"])
+    assert [pretrain_cmd.learning_rate(e, args) for e in range(6)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+    args = pretrain_cmd.build_parser().parse_args(["--cos", "--epochs", "4", "--lr", "0.2"])
+    assert [pretrain_cmd.learning_rate(e, args) for e in range(4)] == pytest.approx([0.2, 0.1707107, 0.1, 0.0292893])
+
+
+def test_released_flags_and_defaults():
+    a = pretrain_cmd.build_parser().parse_args([])
+    assert (a.lr, a.batch_size, a.momentum, a.weight_decay) == (0.01, 64, 0.9, 1e-4)
+    assert (a.contrast_t, a.contrast_k, a.contrast_m, a.contrast_dim) == (0.07, 16384, 0.999, 128)
+    assert (a.teacher_t, a.student_t, a.cmd_weight, a.hidden_size, a.save_freq) == (0.05, 0.1, 1.0, 1024, 10)
+    assert not a.mlp and not a.cos and a.resume == "" and a.start_epoch == 0
+    a = pretrain_cmd.build_parser().parse_args(["--learning-rate", "0.5", "--weight-decay", "0.1", "-b", "8",
+                                                "-p", "3", "-j", "2", "--skeleton-representation", "seq-based"])
+    assert (a.lr, a.weight_decay, a.batch_size, a.print_freq, a.workers) == (0.5, 0.1, 8, 3, 2)
+
+
+def test_unknown_benchmark_lists_valid_ones(tmp_path, capsys):
+    rc = pretrain_cmd.main(["--pre-dataset", "ntu61", "--protocol", "cross_subject", "--data-dir", str(tmp_path),
+                            "--checkpoint-path", str(tmp_path / "ck"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for valid in ("ntu60 cross_subject", "ntu120 cross_setup", "pku_v2 cross_subject", "custom"):
+        assert valid in err
+    assert not os.path.exists(tmp_path / "ck")
+
+
+def test_missing_data_file_named_at_startup(data_dir, tmp_path, capsys):
+    os.remove(os.path.join(data_dir, "train_num_frame.npy"))
+    rc = pretrain_cmd.main(cli(data_dir, str(tmp_path / "ck")))
+    err = capsys.readouterr().err
+    assert rc == 2 and os.path.join(data_dir, "train_num_frame.npy") in err and "frame count" in err
+    # and a folder of the right benchmark name but no files
+    rc = pretrain_cmd.main(["--pre-dataset", "ntu60", "--protocol", "cross_view", "--data-dir", str(tmp_path / "none"),
+                            "--checkpoint-path", str(tmp_path / "ck"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and os.path.join(str(tmp_path / "none"), "ntu60", "xview", "train_data_joint.npy") in err
+
+
+def test_malformed_data_file_reported(data_dir, tmp_path, capsys):
+    np.save(os.path.join(data_dir, "train_data_joint.npy"), np.zeros((N_CLIPS, 3, 300, 25), np.float32))
+    rc = pretrain_cmd.main(cli(data_dir, str(tmp_path / "ck")))
+    err = capsys.readouterr().err
+    assert rc == 2 and "train_data_joint.npy" in err and "expected (N, 3, T, 25, 2)" in err
+
+
+def test_queue_size_must_be_a_multiple_of_the_batch(data_dir, tmp_path, capsys):
+    rc = pretrain_cmd.main(cli(data_dir, str(tmp_path / "ck"), "--contrast-k", "10"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "--contrast-k 10" in err and "--batch-size 4" in err
+
+
+# ---------------------------------------------------------------------------------------------- 1. outputs
+def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
+    ck = str(tmp_path / "ck")
+    assert pretrain_cmd.main(cli(data_dir, ck, "--epochs", "2", "--log-dir", str(tmp_path / "tb"))) == 0
+    names = sorted(os.listdir(ck))
+    assert names == ["checkpoint_0000.pth.tar", "checkpoint_0001.pth.tar", "checkpoint_last.pth.tar",
+                     "config.json", "log.jsonl"]
+    steps_per_epoch = N_CLIPS // 4
+
+    ckpt = load(os.path.join(ck, "checkpoint_0001.pth.tar"))        # weights_only=True
+    assert ckpt["epoch"] == 2 and load(os.path.join(ck, "checkpoint_0000.pth.tar"))["epoch"] == 1
+    assert isinstance(ckpt["args"], dict) and ckpt["args"]["hidden_size"] == 16 and ckpt["args"]["encoder"] == "bigru"
+    assert {"state_dict", "optimizer", "rng"} <= set(ckpt)
+    model = cmd_model.CMD(hidden_size=16, K=24, topk=8, mlp=True)
+    checkpoints.load_pretraining_weights(model, ckpt["state_dict"])          # strict, released key names
+    sd = ckpt["state_dict"]
+    for name in ("queue", "queue_motion", "queue_bone"):
+        assert sd[name].shape == (128, 24)
+        assert torch.allclose(sd[name].norm(dim=0), torch.ones(24), atol=1e-5)   # unit keys in every slot
+    for name in ("queue_ptr", "queue_ptr_motion", "queue_ptr_bone"):
+        assert int(sd[name]) == (2 * steps_per_epoch * 4) % 24
+    last = load(os.path.join(ck, "checkpoint_last.pth.tar"))["state_dict"]
+    assert all(torch.equal(last[k], sd[k]) for k in sd)
+    # training moved the query encoder away from a fresh model with the same seed
+    torch.manual_seed(3)
+    fresh = cmd_model.CMD(hidden_size=16, K=24, topk=8, mlp=True).state_dict()
+    assert not torch.allclose(fresh["encoder_q.fc.2.weight"], sd["encoder_q.fc.2.weight"])
+
+    records = read_jsonl(os.path.join(ck, "log.jsonl"))
+    assert [r["epoch"] for r in records] == [0, 1] and all(r["steps"] == steps_per_epoch for r in records)
+    for r in records:
+        parts = r["loss_joint"] + r["loss_motion"] + r["loss_bone"] + r["loss_sim"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-5) and r["lr"] == pytest.approx(0.01)
+        assert 0 <= r["top1_joint"] <= 100 and r["samples"] == steps_per_epoch * 4
+
+    with open(os.path.join(ck, "config.json")) as f:
+        config = json.load(f)
+    assert config["hidden_size"] == 16 and config["seed"] == 3 and config["world_size"] == 1
+    assert config["steps_per_epoch"] == steps_per_epoch and config["train_clips"] == N_CLIPS
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(events[0])
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss_joint", "loss_motion", "loss_bone", "loss_sim", "top1_joint", "top1_motion", "top1_bone",
+            "lr"} <= tags
+    logged = [e.value for e in acc.Scalars("loss_sim")]
+    assert logged == pytest.approx([r["loss_sim"] for r in records], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- 2. resume
+def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch, capsys):
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    args = ("--epochs", "3", "--cos")
+    assert pretrain_cmd.main(cli(data_dir, straight, *args)) == 0
+
+    real_save = checkpoints.atomic_save
+    saved = []
+
+    def save_then_die(obj, path):          # the process dies right after epoch index 1 is on disk
+        real_save(obj, path)
+        saved.append(obj["epoch"])
+        if obj["epoch"] == 2:
+            raise SimulatedKill
+
+    monkeypatch.setattr(checkpoints, "atomic_save", save_then_die)
+    with pytest.raises(SimulatedKill):
+        pretrain_cmd.main(cli(data_dir, resumed, *args))
+    monkeypatch.setattr(checkpoints, "atomic_save", real_save)
+    assert load(os.path.join(resumed, "checkpoint_last.pth.tar"))["epoch"] == 2
+    capsys.readouterr()
+    # resume with a loader worker: augmentations depend on (seed, epoch, clip), not on who computes them
+    assert pretrain_cmd.main(cli(data_dir, resumed, *args, "--resume", "auto", "-j", "1")) == 0
+    out = capsys.readouterr()
+    assert "resumed from" in out.out + out.err and "optimizer" in out.out + out.err
+
+    a = load(os.path.join(straight, "checkpoint_last.pth.tar"))
+    b = load(os.path.join(resumed, "checkpoint_last.pth.tar"))
+    assert a["epoch"] == b["epoch"] == 3
+    assert set(a["state_dict"]) == set(b["state_dict"])
+    for key in a["state_dict"]:       # every weight, BatchNorm statistic, queue and pointer
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], atol=1e-6, rtol=0, msg=key)
+    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert len(momentum_a) == len(momentum_b) > 0
+    for ma, mb in zip(momentum_a, momentum_b):
+        torch.testing.assert_close(mb, ma, atol=1e-6, rtol=0)
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(b["optimizer"]["param_groups"][0]["lr"])
+    log_a, log_b = read_jsonl(os.path.join(straight, "log.jsonl")), read_jsonl(os.path.join(resumed, "log.jsonl"))
+    assert [r["epoch"] for r in log_b] == [0, 1, 2]
+    assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- 3. atomic writes
+def test_truncated_checkpoint_write_never_replaces_the_good_one(data_dir, tmp_path, monkeypatch):
+    ck = str(tmp_path / "ck")
+    real_torch_save = torch.save
+    calls = []
+
+    def crash_mid_write(obj, f, *a, **kw):   # the second checkpoint write dies halfway through the file
+        calls.append(1)
+        if len(calls) < 2:
+            return real_torch_save(obj, f, *a, **kw)
+        import io
+        buffer = io.BytesIO()
+        real_torch_save(obj, buffer)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        raise SimulatedKill
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(SimulatedKill):
+        pretrain_cmd.main(cli(data_dir, ck, "--epochs", "3"))
+    monkeypatch.setattr(torch, "save", real_torch_save)
+
+    last = os.path.join(ck, "checkpoint_last.pth.tar")
+    assert os.path.exists(last + ".tmp")                      # the half-written file is there ...
+    with pytest.raises(Exception):
+        load(last + ".tmp")
+    assert load(last)["epoch"] == 1                            # ... and the previous one is intact
+    assert sha256(last) == sha256(os.path.join(ck, "checkpoint_0000.pth.tar"))
+    assert checkpoints.find_latest_checkpoint(ck) == last
+    assert pretrain_cmd.main(cli(data_dir, ck, "--epochs", "3", "--resume", "auto")) == 0
+    assert load(last)["epoch"] == 3 and not os.path.exists(last + ".tmp")
+    assert [r["epoch"] for r in read_jsonl(os.path.join(ck, "log.jsonl"))] == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- 4. NaN
+def test_nan_in_data_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, capsys):
+    data, ck = str(tmp_path / "data"), str(tmp_path / "ck")
+    write_split(data)
+    assert pretrain_cmd.main(cli(data, ck, "--epochs", "1")) == 0
+    last = os.path.join(ck, "checkpoint_last.pth.tar")
+    good = sha256(last)
+    write_split(data, nan=True)
+    capsys.readouterr()
+    rc = pretrain_cmd.main(cli(data, ck, "--epochs", "2", "--resume", "auto"))
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "non-finite loss at epoch 1, step 0" in err and last in err
+    assert sha256(last) == good and load(last)["epoch"] == 1
+    assert len(read_jsonl(os.path.join(ck, "log.jsonl"))) == 1
+
+
+# ---------------------------------------------------------------------------------------------- 5. torchrun
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_keep_equal_queues(data_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {REPO_ROOT!r})
+        import torch
+        torch.set_num_threads(1)
+        import pretrain_cmd, runtime
+        result = pretrain_cmd.run(pretrain_cmd.build_parser().parse_args(sys.argv[1:]))
+        queues = {{k: v for k, v in result.model.state_dict().items() if k.startswith("queue")}}
+        torch.save(queues, os.path.join({str(out)!r}, "queues_rank%s.pt" % os.environ["RANK"]))
+        runtime.cleanup_distributed()
+    """))
+    ck = str(tmp_path / "ck")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(worker), *cli(data_dir, ck, "--epochs", "3", "--max-steps", "2")]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    q0, q1 = load(out / "queues_rank0.pt"), load(out / "queues_rank1.pt")
+    assert set(q0) == {"queue", "queue_motion", "queue_bone", "queue_ptr", "queue_ptr_motion", "queue_ptr_bone"}
+    for key in q0:
+        assert torch.equal(q0[key], q1[key]), key
+    assert int(q0["queue_ptr"]) == 2 * 4 % 24                    # 2 steps of the global batch 4 = 2 ranks x 2
+    torch.manual_seed(3)                                          # the queues as initialised with --seed 3
+    initial = cmd_model.CMD(hidden_size=16, K=24, topk=8, mlp=True).state_dict()
+    assert not torch.allclose(q0["queue"][:, :8], initial["queue"][:, :8])      # 8 new keys written ...
+    assert torch.equal(q0["queue"][:, 8:], initial["queue"][:, 8:])             # ... and nothing else
+    records = read_jsonl(os.path.join(ck, "log.jsonl"))          # only rank 0 writes
+    assert len(records) == 1 and records[0]["steps"] == 2
+    with open(os.path.join(ck, "config.json")) as f:
+        config = json.load(f)
+    assert config["world_size"] == 2 and config["per_process_batch"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- 6. scripts
+SCRIPTS = {
+    "pretrain_ntu60_xsub.sh": ("ntu60", "cross_subject", "ntu60/xsub", 451, [351]),
+    "pretrain_ntu60_xview.sh": ("ntu60", "cross_view", "ntu60/xview", 451, [351]),
+    "pretrain_ntu120_xsub.sh": ("ntu120", "cross_subject", "ntu120/xsub", 451, [351]),
+    "pretrain_ntu120_xset.sh": ("ntu120", "cross_setup", "ntu120/xsetup", 451, [351]),
+    "pretrain_pku2_xsub.sh": ("pku_v2", "cross_subject", "pku_v2/xsub", 1001, [801]),
+}
+
+
+def test_benchmark_scripts_run_with_the_released_recipe(tmp_path):
+    for sub in {v[2] for v in SCRIPTS.values()}:
+        write_split(str(tmp_path / "data" / sub))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    for script, (name, protocol, sub, epochs, schedule) in SCRIPTS.items():
+        proc = subprocess.run(
+            ["bash", os.path.join(REPO_ROOT, "scripts", script), "--device", "cpu", "--max-steps", "1",
+             "--hidden-size", "16", "--batch-size", "4", "--contrast-k", "16", "--topk", "8", "-j", "0"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, script + proc.stderr[-3000:]
+        folder = tmp_path / "checkpoints" / f"{name}_{protocol}"       # runs from cwd: ./checkpoints, ./data
+        with open(folder / "config.json") as f:
+            config = json.load(f)
+        assert config["data_folder"] == os.path.join(".", "data", sub)
+        assert (config["pre_dataset"], config["protocol"], config["epochs"], config["schedule"]) == \
+            (name, protocol, epochs, schedule)
+        assert (config["lr"], config["teacher_t"], config["student_t"], config["contrast_t"], config["mlp"]) == \
+            (0.01, 0.05, 0.1, 0.07, True)
+        assert config["encoder"] == "bigru" and config["skeleton_representation"] == "seq-based"
+        assert config["steps_per_epoch"] == N_CLIPS // 4
+        records = read_jsonl(folder / "log.jsonl")
+        assert len(records) == 1 and records[0]["steps"] == 1 and records[0]["truncated"]
+        assert load(folder / "checkpoint_0000.pth.tar")["epoch"] == 1
+    for script in SCRIPTS:   # the recipe values the smoke run above had to override
+        text = open(os.path.join(REPO_ROOT, "scripts", script)).read()
+        assert "--batch-size 64" in text and "--contrast-k 16384" in text and "--topk 8192" in text
+        assert '"$@"' in text
