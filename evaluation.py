@@ -327,3 +327,62 @@ def report(output: str | None, record: dict, columns) -> str:
         runtime.atomic_write_json(output, record)
         print(f"results written to {output}")
     return table
+
+
+# ----------------------------------------------------------------------------------------------------
+# summaries over several runs (scripts/semi_supervised.sh: 5 seeds per labelled fraction)
+
+
+def _metric(record: dict, name: str):
+    """top-1 of a results record: 'last' / 'best' for training runs, 'k1', 'k5', ... for kNN."""
+    metrics = record["metrics"]
+    if name in ("last", "best"):
+        return metrics.get(name, {}).get("top1")
+    return metrics.get(f"top1_{name}")
+
+
+def summarise_results(paths, metric_names=("last", "best")) -> list[dict]:
+    """Group results JSONs by benchmark, protocol, evaluation, view, checkpoint and labelled fraction;
+    mean and sample standard deviation (ddof=1; 0 for one run) of each top-1 over the group's runs."""
+    import json  # noqa: PLC0415
+
+    groups: dict = {}
+    for path in paths:
+        with open(path) as f:
+            record = json.load(f)
+        subset = record.get("subset") or {}
+        key = (record["benchmark"], record["protocol"], record["evaluation"], record["view"],
+               os.path.basename(record["checkpoint"]), subset.get("ratio", 1.0))
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for key, records in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        row = dict(zip(("benchmark", "protocol", "evaluation", "view", "checkpoint", "data_ratio"), key))
+        row["runs"] = len(records)
+        for name in metric_names:
+            values = np.array([v for v in (_metric(r, name) for r in records) if v is not None], dtype=np.float64)
+            if len(values):
+                row[f"{name}_mean"] = float(values.mean())
+                row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def summary_table(rows, metric_names=("last", "best")) -> str:
+    headers = ["benchmark", "protocol", "evaluation", "view", "checkpoint", "labels", "runs"] + \
+        [f"top-1 {n} (mean ± std)" for n in metric_names]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        cells = [r["benchmark"], r["protocol"], r["evaluation"], r["view"], r["checkpoint"],
+                 f"{100 * r['data_ratio']:g}%", str(r["runs"])]
+        cells += [f"{r[n + '_mean']:.2f} ± {r[n + '_std']:.2f}" if n + "_mean" in r else "-" for n in metric_names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # python evaluation.py summarise RESULTS.json ... : mean and std per group of runs
+    import sys  # noqa: PLC0415
+
+    if len(sys.argv) < 3 or sys.argv[1] != "summarise":
+        raise SystemExit("usage: python evaluation.py summarise RESULTS.json [RESULTS.json ...]")
+    print(summary_table(summarise_results(sys.argv[2:])))
