@@ -193,9 +193,10 @@ def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- 2. resume
-def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("augment", ["numpy-in-loader", "batch-on-device"])
+def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch, capsys, augment):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    args = ("--epochs", "3", "--cos")
+    args = ("--epochs", "3", "--cos") + (("--batch-augment",) if augment == "batch-on-device" else ())
     assert pretrain_cmd.main(cli(data_dir, straight, *args)) == 0
 
     real_save = checkpoints.atomic_save
@@ -340,30 +341,51 @@ SCRIPTS = {
 }
 
 
-def test_benchmark_scripts_run_with_the_released_recipe(tmp_path):
-    for sub in {v[2] for v in SCRIPTS.values()}:
-        write_split(str(tmp_path / "data" / sub))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
+def recorded_argv(tmp_path, script, extra=(), nproc=1):
+    """The command a script would run, recorded by a stand-in for the Python interpreter."""
+    fake = tmp_path / "fake_python"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGV_OUT"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), ARGV_OUT=str(tmp_path / "argv.txt"), NPROC=str(nproc))
+    subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", script), *extra], env=env, check=True, timeout=30)
+    return (tmp_path / "argv.txt").read_text().splitlines()
+
+
+def test_benchmark_scripts_pass_the_released_recipe(tmp_path):
     for script, (name, protocol, sub, epochs, schedule) in SCRIPTS.items():
-        proc = subprocess.run(
-            ["bash", os.path.join(REPO_ROOT, "scripts", script), "--device", "cpu", "--max-steps", "1",
-             "--hidden-size", "16", "--batch-size", "4", "--contrast-k", "16", "--topk", "8", "-j", "0"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
-        assert proc.returncode == 0, script + proc.stderr[-3000:]
-        folder = tmp_path / "checkpoints" / f"{name}_{protocol}"       # runs from cwd: ./checkpoints, ./data
-        with open(folder / "config.json") as f:
-            config = json.load(f)
-        assert config["data_folder"] == os.path.join(".", "data", sub)
-        assert (config["pre_dataset"], config["protocol"], config["epochs"], config["schedule"]) == \
-            (name, protocol, epochs, schedule)
-        assert (config["lr"], config["teacher_t"], config["student_t"], config["contrast_t"], config["mlp"]) == \
-            (0.01, 0.05, 0.1, 0.07, True)
-        assert config["encoder"] == "bigru" and config["skeleton_representation"] == "seq-based"
-        assert config["steps_per_epoch"] == N_CLIPS // 4
-        records = read_jsonl(folder / "log.jsonl")
-        assert len(records) == 1 and records[0]["steps"] == 1 and records[0]["truncated"]
-        assert load(folder / "checkpoint_0000.pth.tar")["epoch"] == 1
-    for script in SCRIPTS:   # the recipe values the smoke run above had to override
-        text = open(os.path.join(REPO_ROOT, "scripts", script)).read()
-        assert "--batch-size 64" in text and "--contrast-k 16384" in text and "--topk 8192" in text
-        assert '"$@"' in text
+        argv = recorded_argv(tmp_path, script, ["--resume", "auto"])
+        assert os.path.samefile(argv[0], os.path.join(REPO_ROOT, "pretrain_cmd.py"))
+        a = pretrain_cmd.build_parser().parse_args(argv[1:])
+        assert (a.pre_dataset, a.protocol, a.epochs, a.schedule) == (name, protocol, epochs, schedule)
+        assert (a.lr, a.batch_size, a.teacher_t, a.student_t, a.topk, a.mlp, a.contrast_t, a.contrast_k) == \
+            (0.01, 64, 0.05, 0.1, 8192, True, 0.07, 16384)
+        assert a.contrast_m == 0.999 and a.cmd_weight == 1.0 and not a.cos and a.skeleton_representation == "seq-based"
+        assert a.checkpoint_path == f"./checkpoints/{name}_{protocol}" and a.resume == "auto"   # "$@" forwarded
+        assert dataset_folder(a) == os.path.join(".", "data", sub)
+    argv = recorded_argv(tmp_path, "pretrain_ntu60_xsub.sh", nproc=2)
+    assert argv[:4] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def dataset_folder(args):
+    import dataset
+    return dataset.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
+
+
+def test_benchmark_script_runs_on_a_tiny_prepared_dataset(tmp_path):
+    write_split(str(tmp_path / "data" / "ntu60" / "xsub"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", os.path.join(REPO_ROOT, "scripts", "pretrain_ntu60_xsub.sh"), "--device", "cpu", "--max-steps", "1",
+         "--hidden-size", "16", "--batch-size", "4", "--contrast-k", "16", "--topk", "8", "-j", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "checkpoints" / "ntu60_cross_subject"       # from the cwd: ./checkpoints, ./data
+    with open(folder / "config.json") as f:
+        config = json.load(f)
+    assert config["data_folder"] == os.path.join(".", "data", "ntu60", "xsub")
+    assert (config["epochs"], config["schedule"], config["lr"], config["mlp"]) == (451, [351], 0.01, True)
+    assert config["steps_per_epoch"] == N_CLIPS // 4
+    records = read_jsonl(folder / "log.jsonl")
+    assert len(records) == 1 and records[0]["steps"] == 1 and records[0]["truncated"]
+    ckpt = load(folder / "checkpoint_0000.pth.tar")
+    assert ckpt["epoch"] == 1 and int(ckpt["state_dict"]["queue_ptr"]) == 4
