@@ -96,7 +96,7 @@ def read_ntu_skeleton(path: str) -> tuple[np.ndarray, np.ndarray]:
     Body m of frame t is the m-th body listed in that frame (file order), as in the released parser;
     bodies past the 4th and joints past the 25th are read over and dropped."""
     with open(path) as f:
-        lines = f.read().split("\n")
+        lines = f.read().rstrip().split("\n")
     num_frames = _int_line(lines, 0, path, "the frame count")
     body_counts = np.zeros(num_frames, dtype=np.int64)
     starts, counts, frame_of, body_of = [], [], [], []
@@ -214,6 +214,7 @@ def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
     over frames or joints. Works in a (C, M, T, V) copy; returns a (C, T, V, M) view of it."""
     y = np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32)     # (C, M, T, V)
     num_t = y.shape[2]
+    periods = set()
     # (1) per person: move non-empty frames to the front when frame 0 is empty; fill the empty tail
     #     by repeating the frames before it
     for p in range(y.shape[1]):
@@ -226,13 +227,21 @@ def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
             person[:] = 0
             person[:, :kept.shape[1]] = kept
             frame_empty = np.arange(num_t) >= kept.shape[1]
+        period = num_t
         if frame_empty[-1]:
             nonempty = np.flatnonzero(~frame_empty)
             first_of_tail = nonempty[-1] + 1 if len(nonempty) else 0
             if first_of_tail > 0:
                 person[:, first_of_tail:] = person[:, np.arange(num_t - first_of_tail) % first_of_tail]
+                period = first_of_tail
+        periods.add(period)
     if y.sum() == 0:
         return y.transpose(0, 2, 3, 1)
+    # Every later step works frame by frame (the rotations come from frame 0), so when all persons
+    # repeat with one period, the steps run on one period and the result is tiled: same numbers, less work.
+    period = periods.pop() if len(periods) == 1 else num_t
+    if period < num_t:
+        y = y[:, :, :period].copy()
     # (2) subtract joint `zaxis[1]` of person 0, per frame, from every non-zero joint of non-empty persons
     person_nonempty = y.sum(axis=(0, 2, 3)) != 0
     center = y[:, 0, :, zaxis[1]:zaxis[1] + 1].copy()                           # (C, T, 1)
@@ -245,6 +254,8 @@ def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
     y = _rotate_frames(y, align_matrix(y[:, 0, 0, zaxis[1]] - y[:, 0, 0, zaxis[0]], [0, 0, 1]), keep)
     keep = (y.sum(axis=(0, 3)) != 0) & person_nonempty[:, None]
     y = _rotate_frames(y, align_matrix(y[:, 0, 0, xaxis[0]] - y[:, 0, 0, xaxis[1]], [1, 0, 0]), keep)
+    if period < num_t:
+        return y[:, :, np.arange(num_t) % period].transpose(0, 2, 3, 1)
     return y.transpose(0, 2, 3, 1)
 
 
