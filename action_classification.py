@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_common_arguments(parser)
     parser.add_argument("--lr", "--learning-rate", type=float, default=None,
-                        help="initial learning rate (default 0.1 for linear evaluation, 0.01 with --finetune, "
-                             "as in the released scripts)")
+                        help="initial learning rate (default 0.1 for linear evaluation, 0.01 with "
+                             "--finetune, as in the released scripts)")
     parser.add_argument("-b", "--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--schedule", type=int, nargs="*", default=[50, 70],
@@ -53,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-ratio", type=float, default=1.0,
                         help="fraction of the training labels used (semi-supervised: 0.01, 0.05, 0.1, 0.2)")
     parser.add_argument("--subset-seed", type=int, default=None,
-                        help="seed of the labelled subset (default: a fresh random one, recorded in the results, "
-                             "as the released code draws it without a seed)")
+                        help="seed of the labelled subset (default: a fresh random one, recorded in the "
+                             "results, as the released code draws it without a seed)")
     parser.add_argument("--class-balanced", action="store_true",
-                        help="draw the labelled subset per class (round(ratio * n_c), at least 1, each class)")
+                        help="draw the labelled subset per class (round(ratio * n_c), at least 1, "
+                             "from each class)")
     parser.add_argument("--checkpoint-path", default=None, metavar="DIR",
                         help="save checkpoint_last.pth.tar (every epoch) and model_best.pth.tar here")
     parser.add_argument("--resume", default="", metavar="PATH",
@@ -94,7 +95,7 @@ def prepare_heads(model, linear: bool) -> list:
         for fc in model.heads():
             fc.requires_grad_(True)
         params = [p for fc in model.heads() for p in fc.parameters()]
-        assert len(params) == 2 * len(model.heads()), "linear mode trains exactly one weight and bias per head"
+        assert len(params) == 2 * len(model.heads()), "linear mode trains one weight and one bias per head"
     else:
         params = [p for enc in model.view_encoders() for p in enc.parameters()]
     return params
@@ -206,8 +207,8 @@ def main(argv=None) -> dict:
                   if k in saved and saved[k] != getattr(args, k) and not (k in ("encoder", "hidden_size")
                                                                            and getattr(args, k) is None)]
         if differ:
-            raise ValueError(f"--resume {path!r} was written by a different run: "
-                             + ", ".join(f"{k} = {saved[k]!r} there, {getattr(args, k)!r} here" for k in differ))
+            detail = ", ".join(f"{k} = {saved[k]!r} there, {getattr(args, k)!r} here" for k in differ)
+            raise ValueError(f"--resume {path!r} was written by a different run: {detail}")
         model.load_state_dict(state["state_dict"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = int(state["epoch"]), state.get("best"), list(state.get("history", []))
@@ -218,7 +219,8 @@ def main(argv=None) -> dict:
         print(f"=> resumed from {path} at epoch {start_epoch}")
 
     train_loader = evaluation.make_loader(train_split, train=True, batch_size=args.batch_size,
-                                          workers=args.workers, device=device, shuffle=True, indices=train_indices)
+                                          workers=args.workers, device=device, shuffle=True,
+                                          indices=train_indices)
     test_loader = evaluation.make_loader(test_split, train=False, batch_size=args.batch_size,
                                          workers=args.workers, device=device, shuffle=False)
     mode = "linear" if linear else ("semi-supervised" if train_indices is not None else "finetune")
@@ -232,7 +234,8 @@ def main(argv=None) -> dict:
         lr = learning_rate(args.lr, epoch, args.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        entry = {"epoch": epoch + 1, "lr": lr, **train_one_epoch(model, train_loader, optimizer, device, linear, epoch)}
+        stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch)
+        entry = {"epoch": epoch + 1, "lr": lr, **stats}
         if snapshot is not None and epoch == start_epoch:
             sanity_check(model, snapshot)
         is_last = epoch + 1 == args.epochs
@@ -243,9 +246,10 @@ def main(argv=None) -> dict:
             if best is None or result["top1"] > best["top1"]:
                 best = dict(last)
                 if args.checkpoint_path:
-                    checkpoints.atomic_save({"epoch": epoch + 1, "state_dict": model.state_dict(), "best": best,
-                                             "args": _plain(args)},
-                                            os.path.join(args.checkpoint_path, "model_best.pth.tar"))
+                    best_state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "best": best,
+                                  "args": _plain(args)}
+                    best_path = os.path.join(args.checkpoint_path, "model_best.pth.tar")
+                    checkpoints.atomic_save(best_state, best_path)
             print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
                   f"top-5 {result['top5']:.2f}  (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
         history.append(entry)
@@ -260,7 +264,7 @@ def main(argv=None) -> dict:
         last = {"epoch": history[-1]["epoch"], **evaluate(model, test_loader, device)}
 
     metrics = {"last": last,
-               "best": {**best, "note": "best evaluated epoch, chosen on the test set (as the released code reports)"}}
+               "best": {**best, "note": "best evaluated epoch, chosen on the test set (as released)"}}
     test_feat, test_lab = evaluation.extract_features(model, test_loader, device, desc="test features")
     evaluation.write_visualisations(args, test_feat.cpu().numpy(), test_lab.cpu().numpy())
     extra = {"device": str(device), "mode": mode, "history": history, "num_train": len(train_loader.dataset),
@@ -269,8 +273,8 @@ def main(argv=None) -> dict:
                  "ratio": args.data_ratio, "seed": subset_seed, "seed_given": args.subset_seed is not None,
                  "class_balanced": args.class_balanced, "size": int(len(train_indices)),
                  "indices_sha256": indices_digest(train_indices)}}
-    record = evaluation.results_record(args, benchmark, source, model_config, mode, metrics, args.epochs, started,
-                                       extra)
+    record = evaluation.results_record(args, benchmark, source, model_config, mode, metrics, args.epochs,
+                                       started, extra)
     columns = [("top-1 (last)", last["top1"]), ("top-5 (last)", last["top5"]),
                ("top-1 (best on test)", best["top1"]), ("best epoch", best["epoch"]), ("epochs", args.epochs)]
     evaluation.report(args.output, record, columns)

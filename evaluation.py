@@ -30,6 +30,7 @@ import runtime
 SKELETON_REPRESENTATIONS = {"seq-based": "bigru", "graph-based": "stgcn"}
 DEFAULT_ENCODER = "bigru"
 DEFAULT_HIDDEN_SIZE = 1024
+MATPLOTLIB_MISSING = "--tsne needs matplotlib, an optional dependency: pip install matplotlib"
 
 
 def add_common_arguments(parser) -> None:
@@ -40,7 +41,8 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--finetune-dataset", default="ntu60", choices=dataset.DATASETS,
                         help="benchmark to evaluate on; 'custom' reads --data-dir itself")
     parser.add_argument("--protocol", default="cross_subject", choices=dataset.PROTOCOLS)
-    parser.add_argument("--data-dir", default="./data", help="root of the prepared data (see prepare_data.py)")
+    parser.add_argument("--data-dir", default="./data",
+                        help="root of the prepared data (see prepare_data.py)")
     parser.add_argument("--view", default="joint", choices=cmd_model.CMDClassifier.VIEWS,
                         help="stream to evaluate; 'all' is the 3-stream fusion (mean of the heads' logits)")
     parser.add_argument("--finetune-skeleton-representation", default=None,
@@ -49,10 +51,12 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--encoder", default=None, choices=sorted(cmd_model.ENCODERS),
                         help="encoder type (default: the checkpoint's, else bigru)")
     parser.add_argument("--hidden-size", type=int, default=None,
-                        help="GRU hidden size H (default: the checkpoint's args, else its weight shapes, else 1024)")
+                        help="GRU hidden size H (default: the checkpoint's args, else its weight shapes, "
+                             "else 1024)")
     parser.add_argument("-j", "--workers", type=int, default=4, help="data loading workers")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=None, help="seed of every RNG (unseeded by default, as released)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of every RNG (unseeded by default, as released)")
     parser.add_argument("--output", default=None, metavar="JSON", help="write the results to this JSON file")
     parser.add_argument("--tb-embedding", default=None, metavar="DIR",
                         help="write the test features and labels for tensorboard's projector to DIR")
@@ -74,7 +78,7 @@ def check_visualisation_dependencies(args) -> None:
         try:
             import matplotlib  # noqa: F401, PLC0415
         except ImportError as exc:
-            raise SystemExit("--tsne needs matplotlib, an optional dependency: pip install matplotlib") from exc
+            raise SystemExit(MATPLOTLIB_MISSING) from exc
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -116,7 +120,8 @@ class PretrainedSource:
 
 def load_pretrained_source(path: str) -> PretrainedSource:
     if path is None or path == "":
-        raise ValueError("--pretrained is empty: give a checkpoint path, or 'none' for a randomly initialised encoder")
+        raise ValueError("--pretrained is empty: give a checkpoint path, or 'none' for a randomly "
+                         "initialised encoder")
     if path.lower() == "none":
         return PretrainedSource(None, None, {}, None, None)
     if not os.path.isfile(path):
@@ -222,7 +227,8 @@ def save_npy(path: str, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_tb_embedding(logdir: str, features: np.ndarray, labels: np.ndarray, tag: str = "test_features") -> None:
+def write_tb_embedding(logdir: str, features: np.ndarray, labels: np.ndarray,
+                       tag: str = "test_features") -> None:
     """Features and labels in tensorboard's projector format (`tensorboard --logdir DIR`, Projector tab)."""
     from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (tensorboard is only needed here)
     writer = SummaryWriter(logdir)
@@ -238,7 +244,7 @@ def plot_tsne(path: str, features: np.ndarray, labels: np.ndarray, seed: int | N
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError as exc:
-        raise SystemExit("--tsne needs matplotlib, an optional dependency: pip install matplotlib") from exc
+        raise SystemExit(MATPLOTLIB_MISSING) from exc
     from sklearn.manifold import TSNE  # noqa: PLC0415
 
     n = len(features)
@@ -269,7 +275,8 @@ def plot_tsne(path: str, features: np.ndarray, labels: np.ndarray, seed: int | N
 def write_visualisations(args, features: np.ndarray, labels: np.ndarray) -> None:
     if args.tb_embedding:
         write_tb_embedding(args.tb_embedding, features, labels)
-        print(f"tensorboard projector data written to {args.tb_embedding} (tensorboard --logdir {args.tb_embedding})")
+        print(f"tensorboard projector data written to {args.tb_embedding} "
+              f"(tensorboard --logdir {args.tb_embedding})")
     if args.tsne:
         plot_tsne(args.tsne, features, labels, args.seed,
                   title=f"{args.finetune_dataset} {args.protocol}, {args.view} view")
@@ -296,8 +303,7 @@ def results_record(args, benchmark, source: PretrainedSource, model_config: dict
         "metrics": metrics,
         "epochs": epochs,
         "seed": args.seed,
-        "time": {"started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-                 "finished": dt.datetime.fromtimestamp(finished, dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": {"started": _iso(started), "finished": _iso(finished),
                  "seconds": round(finished - started, 3)},
         "environment": {"torch": torch.__version__, "python": platform.python_version()},
         "args": {k: v for k, v in vars(args).items()},
@@ -306,11 +312,15 @@ def results_record(args, benchmark, source: PretrainedSource, model_config: dict
     return record
 
 
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def markdown_table(record: dict, columns) -> str:
     """A one-row markdown table: what was evaluated, then `columns` [(header, value)]."""
+    checkpoint = os.path.basename(record["checkpoint"]) if record["checkpoint"] != "none" else "none"
     head = [("benchmark", record["benchmark"]), ("protocol", record["protocol"]),
-            ("evaluation", record["evaluation"]), ("view", record["view"]),
-            ("checkpoint", os.path.basename(record["checkpoint"]) if record["checkpoint"] != "none" else "none")]
+            ("evaluation", record["evaluation"]), ("view", record["view"]), ("checkpoint", checkpoint)]
     cells = head + list(columns)
 
     def fmt(v):
@@ -359,7 +369,8 @@ def summarise_results(paths, metric_names=("last", "best")) -> list[dict]:
         row = dict(zip(("benchmark", "protocol", "evaluation", "view", "checkpoint", "data_ratio"), key))
         row["runs"] = len(records)
         for name in metric_names:
-            values = np.array([v for v in (_metric(r, name) for r in records) if v is not None], dtype=np.float64)
+            values = [_metric(r, name) for r in records]
+            values = np.array([v for v in values if v is not None], dtype=np.float64)
             if len(values):
                 row[f"{name}_mean"] = float(values.mean())
                 row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -374,7 +385,8 @@ def summary_table(rows, metric_names=("last", "best")) -> str:
     for r in rows:
         cells = [r["benchmark"], r["protocol"], r["evaluation"], r["view"], r["checkpoint"],
                  f"{100 * r['data_ratio']:g}%", str(r["runs"])]
-        cells += [f"{r[n + '_mean']:.2f} ± {r[n + '_std']:.2f}" if n + "_mean" in r else "-" for n in metric_names]
+        cells += [f"{r[n + '_mean']:.2f} ± {r[n + '_std']:.2f}" if n + "_mean" in r else "-"
+                  for n in metric_names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -36,7 +36,8 @@ def knn_neighbours(train_features: torch.Tensor, test_features: torch.Tensor, k:
     if not 1 <= k <= n_train:
         raise ValueError(f"k={k} must lie in [1, number of training samples = {n_train}]")
     if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"feature sizes differ: train {tuple(train_features.shape)}, test {tuple(test_features.shape)}")
+        raise ValueError(f"feature sizes differ: train {tuple(train_features.shape)}, "
+                         f"test {tuple(test_features.shape)}")
     all_sims, all_idx = [], []
     for t0 in range(0, n_test, test_chunk):
         query = test_features[t0:t0 + test_chunk]
