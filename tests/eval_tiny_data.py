@@ -12,7 +12,8 @@ import torch
 
 HIDDEN = 16
 NUM_CLASS = 3
-ENCODERS = ("encoder_q", "encoder_k", "encoder_q_motion", "encoder_k_motion", "encoder_q_bone", "encoder_k_bone")
+ENCODERS = ("encoder_q", "encoder_k", "encoder_q_motion", "encoder_k_motion", "encoder_q_bone",
+            "encoder_k_bone")
 QUEUES = {"queue": "queue_ptr", "queue_motion": "queue_ptr_motion", "queue_bone": "queue_ptr_bone"}
 
 
@@ -45,8 +46,9 @@ def released_state_dict(hidden=HIDDEN, K=32, dim=128, mlp=True, module_prefix=Fa
         for layer in range(3):
             in_size = 150 if layer == 0 else 2 * hidden
             for suffix in ("", "_reverse"):
-                sd[f"{enc}.encoder.gru.weight_ih_l{layer}{suffix}"] = 0.2 * torch.randn(3 * hidden, in_size, generator=g)
-                sd[f"{enc}.encoder.gru.weight_hh_l{layer}{suffix}"] = 0.2 * torch.randn(3 * hidden, hidden, generator=g)
+                gru = f"{enc}.encoder.gru"
+                sd[f"{gru}.weight_ih_l{layer}{suffix}"] = 0.2 * torch.randn(3 * hidden, in_size, generator=g)
+                sd[f"{gru}.weight_hh_l{layer}{suffix}"] = 0.2 * torch.randn(3 * hidden, hidden, generator=g)
                 sd[f"{enc}.encoder.gru.bias_ih_l{layer}{suffix}"] = 0.1 * torch.randn(3 * hidden, generator=g)
                 sd[f"{enc}.encoder.gru.bias_hh_l{layer}{suffix}"] = 0.1 * torch.randn(3 * hidden, generator=g)
         if mlp:
@@ -70,9 +72,8 @@ def write_released_checkpoint(path, module_prefix=False, drop_key=None, **kw):
     sd = released_state_dict(module_prefix=module_prefix, **kw)
     if drop_key is not None:
         del sd[drop_key]
-    torch.save({"epoch": 451, "state_dict": sd,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.001, "momentum": 0.9, "params": [0, 1]}]}},
-               path)
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.001, "momentum": 0.9, "params": [0, 1]}]}
+    torch.save({"epoch": 451, "state_dict": sd, "optimizer": optimizer}, path)
     return str(path)
 
 

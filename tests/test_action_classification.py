@@ -81,7 +81,8 @@ def test_hidden_size_disagreeing_with_weights_fails(tiny):
 def test_our_checkpoint_args_give_the_model_size(tmp_path, tiny):
     sd = released_state_dict(module_prefix=False)
     path = tmp_path / "ours.pth.tar"
-    torch.save({"epoch": 3, "state_dict": sd, "args": {"encoder": "bigru", "hidden_size": HIDDEN, "mlp": True}}, path)
+    ours_args = {"encoder": "bigru", "hidden_size": HIDDEN, "mlp": True}
+    torch.save({"epoch": 3, "state_dict": sd, "args": ours_args}, path)
     args = _args(tiny["data"], path)
     source = evaluation.load_pretrained_source(str(path))
     _, config = evaluation.build_classifier(args, NUM_CLASS, source, torch.device("cpu"))
@@ -110,7 +111,8 @@ def test_linear_mode_trains_only_the_heads(tiny):
     after = model.state_dict()
     trained = {k for k in after if not torch.equal(after[k], before[k])}
     assert trained == {"encoder_q.fc.weight", "encoder_q.fc.bias"}
-    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["encoder_q.fc.weight", "encoder_q.fc.bias"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["encoder_q.fc.weight", "encoder_q.fc.bias"]
     # every encoder tensor, BatchNorm statistics included, is bit-identical
     assert all(torch.equal(after[k], before[k]) for k in before if ".fc." not in k)
     assert int(after["encoder_q.input_norm.num_batches_tracked"]) == 1234
@@ -128,7 +130,7 @@ def test_finetune_mode_changes_the_encoder(tiny):
     model, before, _ = _one_epoch(tiny, linear=False)
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
-    assert "encoder_q.encoder.gru.weight_ih_l0" in changed and "encoder_q.encoder.gru.weight_hh_l2_reverse" in changed
+    assert {"encoder_q.encoder.gru.weight_ih_l0", "encoder_q.encoder.gru.weight_hh_l2_reverse"} <= changed
     assert "encoder_q.input_norm.running_mean" in changed          # train mode: BatchNorm statistics move
     assert not any(k.startswith(("encoder_q_motion.", "encoder_q_bone.")) for k in changed)   # unused streams
 
@@ -186,8 +188,8 @@ def test_subset_seed_reproducible_and_class_balanced():
 def test_subset_through_the_cli(tiny, tmp_path):
     def run(seed, name):
         out = tmp_path / f"{name}.json"
-        ac.main(common_argv(tiny["data"], "none", "--hidden-size", "8", "--epochs", "1", "--data-ratio", "0.25",
-                            "--subset-seed", str(seed), "--output", str(out)))
+        ac.main(common_argv(tiny["data"], "none", "--hidden-size", "8", "--epochs", "1",
+                            "--data-ratio", "0.25", "--subset-seed", str(seed), "--output", str(out)))
         return json.loads(out.read_text())["subset"]
 
     first, again, other = run(3, "a"), run(3, "b"), run(4, "c")
@@ -203,12 +205,12 @@ def test_subset_through_the_cli(tiny, tmp_path):
 
 def test_linear_run_end_to_end(tiny, tmp_path):
     out, run_dir = tmp_path / "linear.json", tmp_path / "run"
-    record = ac.main(common_argv(tiny["data"], tiny["ckpt"], "--epochs", "2", "--eval-freq", "1", "--seed", "0",
-                                 "--output", str(out), "--checkpoint-path", str(run_dir)))
+    record = ac.main(common_argv(tiny["data"], tiny["ckpt"], "--epochs", "2", "--eval-freq", "1",
+                                 "--seed", "0", "--output", str(out), "--checkpoint-path", str(run_dir)))
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(record, default=str))
-    for field in ("benchmark", "protocol", "view", "checkpoint", "checkpoint_sha256", "metrics", "epochs", "seed",
-                  "time"):
+    for field in ("benchmark", "protocol", "view", "checkpoint", "checkpoint_sha256", "metrics", "epochs",
+                  "seed", "time"):
         assert field in saved, field
     assert (saved["benchmark"], saved["protocol"], saved["view"], saved["evaluation"]) == \
         ("custom", "cross_subject", "joint", "linear")

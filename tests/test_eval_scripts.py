@@ -31,18 +31,22 @@ def _flag(cmd, name):
 def test_linear_eval_reads_the_pretraining_folders_of_all_five_benchmarks():
     cmds = _commands(_run("linear_eval.sh", "/ckpts", "--device", "cpu", DRY_RUN="1"))
     assert [_flag(c, "--pretrained") for c in cmds] == [
-        "/ckpts/ntu60_cross_subject/checkpoint_0450.pth.tar", "/ckpts/ntu60_cross_view/checkpoint_0450.pth.tar",
-        "/ckpts/ntu120_cross_subject/checkpoint_0450.pth.tar", "/ckpts/ntu120_cross_setup/checkpoint_0450.pth.tar",
+        "/ckpts/ntu60_cross_subject/checkpoint_0450.pth.tar",
+        "/ckpts/ntu60_cross_view/checkpoint_0450.pth.tar",
+        "/ckpts/ntu120_cross_subject/checkpoint_0450.pth.tar",
+        "/ckpts/ntu120_cross_setup/checkpoint_0450.pth.tar",
         "/ckpts/pku_v2_cross_subject/checkpoint_1000.pth.tar"]
     for c in cmds:
-        assert (_flag(c, "--lr"), _flag(c, "--batch-size"), _flag(c, "--epochs"), _flag(c, "--wd")) == ("0.1", "64", "80", "0")
+        recipe = [_flag(c, name) for name in ("--lr", "--batch-size", "--epochs", "--wd", "--momentum")]
+        assert recipe == ["0.1", "64", "80", "0", "0.9"]
         assert c[c.index("--schedule") + 1:c.index("--schedule") + 3] == ["50", "70"]
         assert "--finetune" not in c and c[-2:] == ["--device", "cpu"]      # extra arguments forwarded last
 
 
 def test_knn_and_transfer_scripts():
     knn = _commands(_run("knn_eval.sh", "--device", "cpu", DRY_RUN="1", KNN="1 5"))
-    assert len(knn) == 5 and _flag(knn[0], "--pretrained") == "./checkpoints/ntu60_cross_subject/checkpoint_0450.pth.tar"
+    assert len(knn) == 5
+    assert _flag(knn[0], "--pretrained") == "./checkpoints/ntu60_cross_subject/checkpoint_0450.pth.tar"
     assert knn[0][knn[0].index("--knn-neighbours") + 1:][:2] == ["1", "5"]
     transfer = _commands(_run("transfer_pku2.sh", "/r", DRY_RUN="1"))
     assert [_flag(c, "--pretrained") for c in transfer] == ["/r/ntu60_cross_subject/checkpoint_0450.pth.tar",
@@ -59,16 +63,19 @@ def test_semi_supervised_sweep_and_summary(tmp_path):
     assert all(_flag(c, "--subset-seed") == _flag(c, "--seed") for c in dry)
 
     # a real sweep in miniature: later flags override the script's (argparse keeps the last value)
-    out = _run("semi_supervised.sh", "--finetune-dataset", "custom", "--data-dir", data, "--pretrained", "none",
-               "--hidden-size", "8", "--epochs", "1", "-j", "0", "--device", "cpu", "--batch-size", "8",
+    out = _run("semi_supervised.sh", "--finetune-dataset", "custom", "--data-dir", data,
+               "--pretrained", "none", "--hidden-size", "8", "--epochs", "1", "-j", "0", "--device", "cpu",
+               "--batch-size", "8",
                PROTOCOLS="cross_subject", RATIOS="0.5", SEEDS="1 2", RESULTS=str(results))
     files = sorted(results.glob("*.json"))
-    assert [f.name for f in files] == ["ntu60_cross_subject_ratio0.5_seed1.json", "ntu60_cross_subject_ratio0.5_seed2.json"]
+    assert [f.name for f in files] == ["ntu60_cross_subject_ratio0.5_seed1.json",
+                                       "ntu60_cross_subject_ratio0.5_seed2.json"]
     records = [json.loads(f.read_text()) for f in files]
     assert all(r["evaluation"] == "semi-supervised" and r["subset"]["size"] == 12 for r in records)
     assert records[0]["subset"]["indices_sha256"] != records[1]["subset"]["indices_sha256"]
     last = np.array([r["metrics"]["last"]["top1"] for r in records])
-    row = next(line for line in out.splitlines() if line.startswith("| custom") and "%" in line)   # the summary
+    summary_rows = [line for line in out.splitlines() if line.startswith("| custom") and "%" in line]
+    row = summary_rows[-1]
     assert f"{last.mean():.2f} ± {last.std(ddof=1):.2f}" in row and "| 50% | 2 |" in row
 
 
