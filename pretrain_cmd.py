@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="root of the prepared data (<data-dir>/<dataset>/<xsub|xview|xsetup>/); with "
                         "--pre-dataset custom, the folder holding train_data_joint.npy itself")
     p.add_argument("--encoder", default=None, choices=sorted(cmd_model.ENCODERS),
-                   help="sequence encoder (default: from --skeleton-representation)")
+                   help="sequence encoder; when omitted, the one --skeleton-representation names")
     p.add_argument("--hidden-size", default=1024, type=int, help="GRU hidden size H (features are 2H)")
     p.add_argument("--device", default="auto", type=str,
                    help="auto (this process's CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
@@ -414,6 +414,9 @@ class Run:
     def train(self) -> TrainResult:
         a = self.args
         self.resume()
+        if a.start_epoch >= a.epochs:
+            self.log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
+            return TrainResult(self.model, a.start_epoch, 0, self.last_checkpoint)
         if self.is_main:
             os.makedirs(a.checkpoint_path, exist_ok=True)
             self.write_config()
@@ -459,8 +462,6 @@ class Run:
         finally:
             if self.writer is not None:
                 self.writer.close()
-        if a.start_epoch >= a.epochs:
-            self.log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
         return TrainResult(self.model, epochs_done, total_steps, self.last_checkpoint)
 
 
