@@ -265,8 +265,9 @@ def main(argv=None) -> dict:
 
     metrics = {"last": last,
                "best": {**best, "note": "best evaluated epoch, chosen on the test set (as released)"}}
-    test_feat, test_lab = evaluation.extract_features(model, test_loader, device, desc="test features")
-    evaluation.write_visualisations(args, test_feat.cpu().numpy(), test_lab.cpu().numpy())
+    if args.tb_embedding or args.tsne:
+        test_feat, test_lab = evaluation.extract_features(model, test_loader, device, desc="test features")
+        evaluation.write_visualisations(args, test_feat.cpu().numpy(), test_lab.cpu().numpy())
     extra = {"device": str(device), "mode": mode, "history": history, "num_train": len(train_loader.dataset),
              "num_test": len(test_split),
              "subset": None if train_indices is None else {
