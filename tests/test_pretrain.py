@@ -389,3 +389,29 @@ def test_benchmark_script_runs_on_a_tiny_prepared_dataset(tmp_path):
     assert len(records) == 1 and records[0]["steps"] == 1 and records[0]["truncated"]
     ckpt = load(folder / "checkpoint_0000.pth.tar")
     assert ckpt["epoch"] == 1 and int(ckpt["state_dict"]["queue_ptr"]) == 4
+
+
+# ---------------------------------------------------------------------------------------------- real files
+XSUB_TRAIN_PERFORMERS = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46, 47, 49,
+                         50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92, 93,
+                         94, 95, 97, 98, 100, 103}   # SPEC s.6
+
+
+def test_pretrains_on_real_ntu_files(shared_data, tmp_path):
+    """Raw NTU .skeleton files -> prepare_data.py -> one pretraining epoch on the cross-subject train part."""
+    import prepare_data
+    raw = os.path.join(shared_data, "ntu_samples")
+    prepare_data.main(["ntu60", "--raw-dir", raw, "--out", str(tmp_path / "data" / "ntu60"), "--workers", "1",
+                       "--benchmarks", "xsub"])
+    train = [f for f in os.listdir(raw) if int(f[9:12]) in XSUB_TRAIN_PERFORMERS]   # SsssCcccPppp...
+    ck = str(tmp_path / "ck")
+    args = ["--pre-dataset", "ntu60", "--protocol", "cross_subject", "--data-dir", str(tmp_path / "data"),
+            "--checkpoint-path", ck, "--epochs", "1", *TINY, "--contrast-k", "12"]
+    assert pretrain_cmd.main(args) == 0
+    with open(os.path.join(ck, "config.json")) as f:
+        config = json.load(f)
+    assert config["train_clips"] == len(train) and config["steps_per_epoch"] == len(train) // 4
+    record = read_jsonl(os.path.join(ck, "log.jsonl"))[0]
+    assert record["steps"] == len(train) // 4 and np.isfinite(record["loss"])
+    ckpt = load(os.path.join(ck, "checkpoint_0000.pth.tar"))
+    assert int(ckpt["state_dict"]["queue_ptr"]) == (len(train) // 4) * 4 % 12
