@@ -165,6 +165,10 @@ def resolve_model_config(args, source: PretrainedSource) -> dict:
             if value is not None:
                 config[name], origin[name] = value, where
                 break
+        recorded = source.args.get(name)
+        if recorded is not None and recorded != config[name]:
+            raise ValueError(f"{source.path} was pretrained with {name} = {recorded!r} (its args), but "
+                             f"{config[name]!r} came from the {origin[name]}")
         if name in from_weights and from_weights[name] != config[name]:
             raise ValueError(f"{source.path}: its weights have {name} = {from_weights[name]!r}, but "
                              f"{config[name]!r} came from the {origin[name]}")

@@ -88,6 +88,13 @@ def test_our_checkpoint_args_give_the_model_size(tmp_path, tiny):
     _, config = evaluation.build_classifier(args, NUM_CLASS, source, torch.device("cpu"))
     assert config["hidden_size"] == HIDDEN and config["origin"]["hidden_size"] == "checkpoint args"
     assert source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and source.epoch == 3
+    # a command line that contradicts the recorded args is refused, naming both values
+    with pytest.raises(ValueError, match="hidden_size = 16 .*32 came from the command line"):
+        evaluation.resolve_model_config(_args(tiny["data"], path, "--hidden-size", "32"), source)
+    source.args["encoder"] = "stgcn"
+    with pytest.raises(ValueError, match="encoder = 'stgcn'.*'bigru' came from the command line"):
+        evaluation.resolve_model_config(_args(tiny["data"], path, "--finetune-skeleton-representation",
+                                              "seq-based"), source)
 
 
 # ---------------------------------------------------------------------------------------------- modes
