@@ -303,7 +303,8 @@ class CMDClassifier(nn.Module):
         return [enc.fc for enc in self.view_encoders()]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [getattr(self, self.ENCODER_NAMES[mod]).features(to_modality(x, mod)) for mod in self._modalities()]
+        feats = [getattr(self, self.ENCODER_NAMES[mod]).features(to_modality(x, mod))
+                 for mod in self._modalities()]
         return torch.cat(feats, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

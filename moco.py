@@ -105,9 +105,10 @@ class AlignedQueues:
             raise ValueError(f"index-aligned queues need the same number of keys for each queue, got {batch}")
         global_batch = next(iter(batch.values()))
         if global_batch == 0 or self.K % global_batch != 0:
-            raise ValueError(f"queue size K={self.K} is not a multiple of the global batch size {global_batch} "
-                             f"(per-rank batch x world size {distributed_world_size()}); choose K and the batch "
-                             f"so that K % batch == 0 and drop the last incomplete batch")
+            raise ValueError(f"queue size K={self.K} is not a multiple of the global batch size "
+                             f"{global_batch} (per-rank batch x world size {distributed_world_size()}); "
+                             f"choose K and the batch so that K % batch == 0 and drop the last "
+                             f"incomplete batch")
         ptr = self.pointer(owner)
         for name in self.queue_names:
             k = gathered[name]

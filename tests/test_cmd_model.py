@@ -94,7 +94,8 @@ def test_stepwise_differs_from_true_bidirectional():
 
 # ------------------------------------------------------------------ encoder structure
 def spec_encoder_keys(mlp):
-    keys = [f"input_norm.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    keys = [f"input_norm.{s}"
+            for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
     keys += [f"encoder.gru.{w}_l{k}{r}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
              for k in range(3) for r in ("", "_reverse")]
     keys += ["fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"] if mlp else ["fc.weight", "fc.bias"]
@@ -131,7 +132,8 @@ def test_build_encoder_and_bad_inputs():
         cmd_model.build_encoder("lstm", num_class=5)
     with pytest.raises(ValueError, match="unknown gru_mode 'fast'"):
         BiGRUEncoder(5, hidden_size=8, gru_mode="fast")
-    with pytest.raises(ValueError, match=r"expected a clip batch \(N, 3, T, 25, 2\), got shape \(2, 3, 8, 25\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected a clip batch \(N, 3, T, 25, 2\), got shape \(2, 3, 8, 25\)"):
         enc(torch.zeros(2, 3, 8, 25))
 
 
@@ -204,7 +206,8 @@ def test_cmd_step_against_independent_computation():
     assert len(out.distill_terms) == 6
     assert abs(out.loss_cmd.item() - 0.5 * total) < 1e-6
     assert torch.equal(out.targets, torch.zeros(8, dtype=torch.long))
-    ce = {m: -torch.log_softmax(out.logits[m].detach().double(), 1)[:, 0].mean().item() for m in cmd_model.MODALITIES}
+    ce = {m: -torch.log_softmax(out.logits[m].detach().double(), 1)[:, 0].mean().item()
+          for m in cmd_model.MODALITIES}
     for m, v in out.contrastive_losses().items():
         assert abs(v.item() - ce[m]) < 1e-6
     assert abs(out.loss.item() - (sum(ce.values()) + 0.5 * total)) < 1e-5
