@@ -40,7 +40,8 @@ import runtime
 # released --skeleton-representation values -> our encoder names
 REPRESENTATION_ENCODERS = {"seq-based": "bigru", "graph-based": "stgcn"}
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
-STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim", "top1_joint", "top1_motion", "top1_bone")
+STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
+              "top1_joint", "top1_motion", "top1_bone")
 # arguments that fix the shape of the model: a resumed checkpoint must agree on them
 MODEL_ARGS = ("encoder", "hidden_size", "mlp", "contrast_dim", "contrast_k")
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # --- released flags (names and meaning as in the released pretrain_cmd.py) ---
-    p.add_argument("-j", "--workers", default=8, type=int, metavar="N", help="data loading workers per process")
+    p.add_argument("-j", "--workers", default=8, type=int, metavar="N",
+                   help="data loading workers per process")
     p.add_argument("--epochs", default=451, type=int, metavar="N", help="number of total epochs to run")
     p.add_argument("--start-epoch", default=0, type=int, metavar="N",
                    help="manual epoch number (useful on restarts; --resume overrides it)")
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "in config.json when not given)")
     p.add_argument("--checkpoint-path", default="./checkpoints", type=str, help="where checkpoints go")
     p.add_argument("--skeleton-representation", default="seq-based", choices=sorted(REPRESENTATION_ENCODERS),
-                   help="input representation: seq-based (BiGRU) or graph-based (ST-GCN); --encoder overrides")
+                   help="input representation: seq-based (BiGRU) or graph-based (ST-GCN); "
+                        "--encoder overrides")
     p.add_argument("--pre-dataset", default="ntu60", type=str,
                    help=f"pretraining dataset: one of {', '.join(dataset.DATASETS)}")
     p.add_argument("--protocol", default="cross_subject", type=str,
@@ -91,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast-t", default=0.07, type=float, help="InfoNCE temperature")
     p.add_argument("--teacher-t", default=0.05, type=float, help="temperature of the teacher's distribution")
     p.add_argument("--student-t", default=0.1, type=float, help="temperature of the student's distribution")
-    p.add_argument("--cmd-weight", default=1.0, type=float, help="weight of the cross-modal distillation loss")
+    p.add_argument("--cmd-weight", default=1.0, type=float,
+                   help="weight of the cross-modal distillation loss")
     p.add_argument("--topk", default=8192, type=int, help="nearest neighbours in the teacher's distribution")
     p.add_argument("--mlp", action="store_true", help="two-layer MLP projection head")
     # --- additions ---
@@ -104,13 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", type=str,
                    help="auto (this process's CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--save-freq", default=10, type=int,
-                   help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0, and at the last epoch")
-    p.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast + GradScaler), CUDA only")
+                   help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0, "
+                        "and at the last epoch")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision (float16 autocast + GradScaler), CUDA only")
     p.add_argument("--max-steps", default=None, type=int,
-                   help="stop after this many training steps (smoke runs); the cut epoch is saved as the last")
-    p.add_argument("--log-dir", default=None, type=str, help="tensorboard folder (default: --checkpoint-path)")
+                   help="stop after this many training steps (smoke runs); the cut epoch is saved "
+                        "as the last")
+    p.add_argument("--log-dir", default=None, type=str,
+                   help="tensorboard folder (default: --checkpoint-path)")
     p.add_argument("--batch-augment", action="store_true",
-                   help="augment whole batches on the model's device (dataset.augment_pretrain_batch) instead of "
+                   help="augment whole batches on the model's device (dataset.augment_pretrain_batch) "
+                        "instead of "
                         "per clip with numpy in the loader workers (the released way); same distributions")
     return p
 
@@ -192,14 +201,16 @@ class Run:
         if a.encoder is None:
             a.encoder = REPRESENTATION_ENCODERS[a.skeleton_representation]
         if a.encoder not in cmd_model.ENCODERS:
-            raise UsageError(f"--skeleton-representation {a.skeleton_representation} needs encoder {a.encoder!r}, "
-                             f"which this version does not have; available encoders: {sorted(cmd_model.ENCODERS)}")
+            raise UsageError(f"--skeleton-representation {a.skeleton_representation} needs encoder "
+                             f"{a.encoder!r}, which this version does not have; available encoders: "
+                             f"{sorted(cmd_model.ENCODERS)}")
         if a.batch_size < 1 or a.batch_size % self.world:
             raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly over "
                              f"{self.world} processes")
         if a.contrast_k % a.batch_size:
             raise UsageError(f"--contrast-k {a.contrast_k} must be a multiple of the global --batch-size "
-                             f"{a.batch_size} (each step enqueues one batch of keys; the released code assumes it)")
+                             f"{a.batch_size} (each step enqueues one batch of keys; the released code "
+                             f"assumes it)")
         if not 1 <= a.topk <= a.contrast_k:
             raise UsageError(f"--topk {a.topk} must be between 1 and --contrast-k {a.contrast_k}")
         if a.save_freq < 1 or a.print_freq < 1:
@@ -253,8 +264,9 @@ class Run:
         a = self.args
         runtime.seed_everything(a.seed)
         try:
-            model = cmd_model.CMD(encoder=a.encoder, hidden_size=a.hidden_size, dim=a.contrast_dim, K=a.contrast_k,
-                                  m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t, student_T=a.student_t,
+            model = cmd_model.CMD(encoder=a.encoder, hidden_size=a.hidden_size, dim=a.contrast_dim,
+                                  K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
+                                  student_T=a.student_t,
                                   cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
@@ -262,7 +274,8 @@ class Run:
         if self.dist_info.distributed and self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+        self.optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum,
+                                         weight_decay=a.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -270,9 +283,9 @@ class Run:
             # Buffers are not re-broadcast from rank 0 at every forward: the queues stay equal because
             # every rank enqueues the keys gathered from all ranks (the fix to the released code), and a
             # broadcast would both hide a broken gather and copy three (dim, K) queues per step.
-            kw = ({"forward_sync_buffers": False}
-                  if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
-                  else {"broadcast_buffers": False})
+            ddp_flags = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+            flag = "forward_sync_buffers" if "forward_sync_buffers" in ddp_flags else "broadcast_buffers"
+            kw = {flag: False}
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **kw)
         else:
@@ -330,9 +343,11 @@ class Run:
         self.log(f"=> resumed from {path}: " + ", ".join(restored))
 
     def save(self, epoch: int, last_epoch: bool) -> None:
-        """checkpoint_last every epoch; checkpoint_{epoch:04d} (epoch index) every --save-freq and at the end."""
+        """checkpoint_last every epoch; checkpoint_{epoch:04d} (epoch index) every --save-freq and at
+        the last epoch."""
         a = self.args
-        state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
                  "args": _plain_args(a), "rng": runtime.rng_state()}
         if self.use_amp:
             state["scaler"] = self.scaler.state_dict()
@@ -370,10 +385,11 @@ class Run:
                 ce = out.contrastive_losses()
                 loss = ce["joint"] + ce["motion"] + ce["bone"] + out.loss_cmd
             with torch.no_grad():
-                top1 = [(out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100 for m in cmd_model.MODALITIES]
-                stats = torch.stack([loss.detach().float(), *(ce[m].detach().float() for m in cmd_model.MODALITIES),
+                mods = cmd_model.MODALITIES
+                top1 = [(out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100 for m in mods]
+                stats = torch.stack([loss.detach().float(), *(ce[m].detach().float() for m in mods),
                                      out.loss_cmd.detach().float(), *top1])
-                if self.dist_info.distributed:  # one small all-reduce: global means, and every rank sees a NaN
+                if self.dist_info.distributed:  # one small all-reduce: global means; every rank sees a NaN
                     stats = stats.to(self._collective_device())
                     dist.all_reduce(stats)
                     stats /= self.world
@@ -381,8 +397,9 @@ class Run:
             if not bool(torch.isfinite(values).all()):
                 detail = ", ".join(f"{n}={v:.4g}" for n, v in zip(STAT_NAMES, values.tolist()))
                 raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {step} ({detail}); stopping. Check the input data "
-                    f"for NaN/inf values or lower --lr. Last good checkpoint: {self.last_checkpoint or 'none'}")
+                    f"non-finite loss at epoch {epoch}, step {step} ({detail}); stopping. Check the input "
+                    f"data for NaN/inf values or lower --lr. Last good checkpoint: "
+                    f"{self.last_checkpoint or 'none'}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -392,7 +409,8 @@ class Run:
             if self.is_main and (step % a.print_freq == 0 or step + 1 == len(self.loader)):
                 mean = (sums / steps).tolist()
                 rate = steps * a.batch_size / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{mean[0]:.3f}", j=f"{mean[1]:.3f}", m=f"{mean[2]:.3f}", b=f"{mean[3]:.3f}",
+                bar.set_postfix(loss=f"{mean[0]:.3f}", j=f"{mean[1]:.3f}", m=f"{mean[2]:.3f}",
+                                b=f"{mean[3]:.3f}",
                                 cmd=f"{mean[4]:.3f}", top1=f"{mean[5]:.1f}/{mean[6]:.1f}/{mean[7]:.1f}",
                                 sps=f"{rate:.1f}", refresh=False)
             if steps_left is not None and steps >= steps_left:
@@ -422,12 +440,13 @@ class Run:
             self.write_config()
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
             # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
-            self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch if a.start_epoch else None)
+            self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch or None)
             log_path = os.path.join(a.checkpoint_path, "log.jsonl")
             _drop_records_from(log_path, a.start_epoch)
             self.jsonl = runtime.JsonlLogger(log_path)
         self.log(f"=> pretraining CMD ({a.encoder}, H={a.hidden_size}) on {self.data_folder}: "
-                 f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x {self.per_rank_batch} "
+                 f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x "
+                 f"{self.per_rank_batch} "
                  f"on {self.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
         total_steps, epochs_done = 0, a.start_epoch
         try:
@@ -451,10 +470,12 @@ class Run:
                     self.writer.add_scalar("lr", lr, epoch)
                     self.writer.flush()
                     self.save(epoch, last_epoch)
-                    self.log(f"epoch {epoch}: lr {lr:.3g} loss {record['loss']:.4f} (joint {record['loss_joint']:.4f} "
-                             f"motion {record['loss_motion']:.4f} bone {record['loss_bone']:.4f} cmd "
-                             f"{record['loss_sim']:.4f}) top1 {record['top1_joint']:.1f}/{record['top1_motion']:.1f}/"
-                             f"{record['top1_bone']:.1f} {record['samples_per_s']:.1f} samples/s"
+                    r = record
+                    self.log(f"epoch {epoch}: lr {lr:.3g} loss {r['loss']:.4f} (joint {r['loss_joint']:.4f} "
+                             f"motion {r['loss_motion']:.4f} bone {r['loss_bone']:.4f} "
+                             f"cmd {r['loss_sim']:.4f}) "
+                             f"top1 {r['top1_joint']:.1f}/{r['top1_motion']:.1f}/{r['top1_bone']:.1f} "
+                             f"{r['samples_per_s']:.1f} samples/s"
                              + (" [stopped early: --max-steps]" if truncated else ""))
                 epochs_done = epoch + 1
                 if last_epoch:
@@ -488,7 +509,7 @@ def _drop_records_from(path: str, epoch: int) -> None:
 
 
 def _link_or_save(src: str, dst: str, state) -> None:
-    """Make `dst` a hard link to the just-written `src` (no second write of a large file); copy-save otherwise.
+    """Make `dst` a hard link to the just-written `src` (no second write of a large file), else save a copy.
 
     `src` is later replaced by rename, which leaves the linked file's contents untouched.
     """

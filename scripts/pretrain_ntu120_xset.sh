@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CMD pretraining on NTU RGB+D 120 cross-setup (paper's recipe: BiGRU, MLP head, lr 0.01, batch 64, 451 epochs, lr x0.1 at 351).
+# CMD pretraining on NTU RGB+D 120 cross-setup: the paper's recipe
+# (BiGRU, MLP head, lr 0.01, batch 64, 451 epochs, lr x0.1 at 351).
 # Designed for one GPU. Extra arguments are forwarded: e.g. --resume auto, --device cpu, --data-dir DIR.
 # Several GPUs: NPROC=4 bash scripts/pretrain_ntu120_xset.sh (torchrun; --batch-size stays the global batch).
-# Run from the repository root: data from ./data, checkpoints to ./checkpoints/ntu120_cross_setup unless overridden.
+# Run from the repository root: data from ./data, checkpoints to
+#   ./checkpoints/ntu120_cross_setup unless overridden.
 # (The released script saved this benchmark under ntu60_cross_setup, which its evaluation never read.)
 set -euo pipefail
 PY=${PYTHON:-python}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CMD pretraining on NTU RGB+D 120 cross-subject (paper's recipe: BiGRU, MLP head, lr 0.01, batch 64, 451 epochs, lr x0.1 at 351).
+# CMD pretraining on NTU RGB+D 120 cross-subject: the paper's recipe
+# (BiGRU, MLP head, lr 0.01, batch 64, 451 epochs, lr x0.1 at 351).
 # Designed for one GPU. Extra arguments are forwarded: e.g. --resume auto, --device cpu, --data-dir DIR.
 # Several GPUs: NPROC=4 bash scripts/pretrain_ntu120_xsub.sh (torchrun; --batch-size stays the global batch).
-# Run from the repository root: data from ./data, checkpoints to ./checkpoints/ntu120_cross_subject unless overridden.
+# Run from the repository root: data from ./data, checkpoints to
+#   ./checkpoints/ntu120_cross_subject unless overridden.
 set -euo pipefail
 PY=${PYTHON:-python}
 HERE=$(dirname "$0")

@@ -37,7 +37,7 @@ def one_thread():
 
 
 def write_split(folder, n=N_CLIPS, seed=0, part="train", nan=False):
-    """Smooth random skeleton motion in the prepared format (SPEC s.6): data, (names, labels), frame counts."""
+    """Smooth random skeleton motion in the prepared format (SPEC s.6): data, labels, frame counts."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     data = np.zeros((n, 3, 300, 25, 2), np.float32)
@@ -45,7 +45,8 @@ def write_split(folder, n=N_CLIPS, seed=0, part="train", nan=False):
     for i in range(n):
         t = np.arange(num_frame[i])[None, :, None]
         pose = rng.normal(size=(3, 1, 25))
-        data[i, :, :num_frame[i], :, 0] = pose + 0.3 * np.sin(0.05 * (i % 4 + 1) * t + rng.normal(size=(3, 1, 25)))
+        phase = rng.normal(size=(3, 1, 25))
+        data[i, :, :num_frame[i], :, 0] = pose + 0.3 * np.sin(0.05 * (i % 4 + 1) * t + phase)
     if nan:
         data[:] = np.nan
     np.save(os.path.join(folder, f"{part}_data_joint.npy"), data)
@@ -82,7 +83,7 @@ class SimulatedKill(Exception):
     pass
 
 
-# ---------------------------------------------------------------------------------------------- parsing
+# ---------------------------------------------------------------------------------------- parsing
 def test_learning_rate_schedule_matches_released_rule():
     args = pretrain_cmd.build_parser().parse_args(["--lr", "0.01", "--schedule", "351", "--epochs", "451"])
     for epoch, expected in [(0, 0.01), (350, 0.01), (351, 0.001), (450, 0.001)]:
@@ -91,7 +92,8 @@ def test_learning_rate_schedule_matches_released_rule():
     assert [pretrain_cmd.learning_rate(e, args) for e in range(6)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
     args = pretrain_cmd.build_parser().parse_args(["--cos", "--epochs", "4", "--lr", "0.2"])
-    assert [pretrain_cmd.learning_rate(e, args) for e in range(4)] == pytest.approx([0.2, 0.1707107, 0.1, 0.0292893])
+    assert [pretrain_cmd.learning_rate(e, args) for e in range(4)] == pytest.approx(
+        [0.2, 0.1707107, 0.1, 0.0292893])
 
 
 def test_released_flags_and_defaults():
@@ -101,13 +103,14 @@ def test_released_flags_and_defaults():
     assert (a.teacher_t, a.student_t, a.cmd_weight, a.hidden_size, a.save_freq) == (0.05, 0.1, 1.0, 1024, 10)
     assert not a.mlp and not a.cos and a.resume == "" and a.start_epoch == 0
     a = pretrain_cmd.build_parser().parse_args(["--learning-rate", "0.5", "--weight-decay", "0.1", "-b", "8",
-                                                "-p", "3", "-j", "2", "--skeleton-representation", "seq-based"])
+                                                "-p", "3", "-j", "2", "--skeleton-representation",
+                                                "seq-based"])
     assert (a.lr, a.weight_decay, a.batch_size, a.print_freq, a.workers) == (0.5, 0.1, 8, 3, 2)
 
 
 def test_unknown_benchmark_lists_valid_ones(tmp_path, capsys):
-    rc = pretrain_cmd.main(["--pre-dataset", "ntu61", "--protocol", "cross_subject", "--data-dir", str(tmp_path),
-                            "--checkpoint-path", str(tmp_path / "ck"), *TINY])
+    rc = pretrain_cmd.main(["--pre-dataset", "ntu61", "--protocol", "cross_subject", "--data-dir",
+                            str(tmp_path), "--checkpoint-path", str(tmp_path / "ck"), *TINY])
     err = capsys.readouterr().err
     assert rc == 2
     for valid in ("ntu60 cross_subject", "ntu120 cross_setup", "pku_v2 cross_subject", "custom"):
@@ -121,8 +124,8 @@ def test_missing_data_file_named_at_startup(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and os.path.join(data_dir, "train_num_frame.npy") in err and "frame count" in err
     # and a folder of the right benchmark name but no files
-    rc = pretrain_cmd.main(["--pre-dataset", "ntu60", "--protocol", "cross_view", "--data-dir", str(tmp_path / "none"),
-                            "--checkpoint-path", str(tmp_path / "ck"), *TINY])
+    rc = pretrain_cmd.main(["--pre-dataset", "ntu60", "--protocol", "cross_view", "--data-dir",
+                            str(tmp_path / "none"), "--checkpoint-path", str(tmp_path / "ck"), *TINY])
     err = capsys.readouterr().err
     assert rc == 2 and os.path.join(str(tmp_path / "none"), "ntu60", "xview", "train_data_joint.npy") in err
 
@@ -140,7 +143,7 @@ def test_queue_size_must_be_a_multiple_of_the_batch(data_dir, tmp_path, capsys):
     assert rc == 2 and "--contrast-k 10" in err and "--batch-size 4" in err
 
 
-# ---------------------------------------------------------------------------------------------- 1. outputs
+# ---------------------------------------------------------------------------------------- 1. outputs
 def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
     ck = str(tmp_path / "ck")
     assert pretrain_cmd.main(cli(data_dir, ck, "--epochs", "2", "--log-dir", str(tmp_path / "tb"))) == 0
@@ -151,7 +154,8 @@ def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
 
     ckpt = load(os.path.join(ck, "checkpoint_0001.pth.tar"))        # weights_only=True
     assert ckpt["epoch"] == 2 and load(os.path.join(ck, "checkpoint_0000.pth.tar"))["epoch"] == 1
-    assert isinstance(ckpt["args"], dict) and ckpt["args"]["hidden_size"] == 16 and ckpt["args"]["encoder"] == "bigru"
+    assert isinstance(ckpt["args"], dict)
+    assert ckpt["args"]["hidden_size"] == 16 and ckpt["args"]["encoder"] == "bigru"
     assert {"state_dict", "optimizer", "rng"} <= set(ckpt)
     model = cmd_model.CMD(hidden_size=16, K=24, topk=8, mlp=True)
     checkpoints.load_pretraining_weights(model, ckpt["state_dict"])          # strict, released key names
@@ -192,7 +196,7 @@ def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
     assert logged == pytest.approx([r["loss_sim"] for r in records], rel=1e-5)
 
 
-# ---------------------------------------------------------------------------------------------- 2. resume
+# ---------------------------------------------------------------------------------------- 2. resume
 @pytest.mark.parametrize("augment", ["numpy-in-loader", "batch-on-device"])
 def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch, capsys, augment):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
@@ -231,12 +235,13 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatc
     for ma, mb in zip(momentum_a, momentum_b):
         torch.testing.assert_close(mb, ma, atol=1e-6, rtol=0)
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(b["optimizer"]["param_groups"][0]["lr"])
-    log_a, log_b = read_jsonl(os.path.join(straight, "log.jsonl")), read_jsonl(os.path.join(resumed, "log.jsonl"))
+    log_a = read_jsonl(os.path.join(straight, "log.jsonl"))
+    log_b = read_jsonl(os.path.join(resumed, "log.jsonl"))
     assert [r["epoch"] for r in log_b] == [0, 1, 2]
     assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a], abs=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------- 3. atomic writes
+# ---------------------------------------------------------------------------------------- 3. atomic writes
 def test_truncated_checkpoint_write_never_replaces_the_good_one(data_dir, tmp_path, monkeypatch):
     ck = str(tmp_path / "ck")
     real_torch_save = torch.save
@@ -270,7 +275,7 @@ def test_truncated_checkpoint_write_never_replaces_the_good_one(data_dir, tmp_pa
     assert [r["epoch"] for r in read_jsonl(os.path.join(ck, "log.jsonl"))] == [0, 1, 2]
 
 
-# ---------------------------------------------------------------------------------------------- 4. NaN
+# ---------------------------------------------------------------------------------------- 4. NaN
 def test_nan_in_data_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, capsys):
     data, ck = str(tmp_path / "data"), str(tmp_path / "ck")
     write_split(data)
@@ -287,7 +292,7 @@ def test_nan_in_data_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, ca
     assert len(read_jsonl(os.path.join(ck, "log.jsonl"))) == 1
 
 
-# ---------------------------------------------------------------------------------------------- 5. torchrun
+# ---------------------------------------------------------------------------------------- 5. torchrun
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -312,11 +317,13 @@ def test_torchrun_two_processes_keep_equal_queues(data_dir, tmp_path):
     ck = str(tmp_path / "ck")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(worker), *cli(data_dir, ck, "--epochs", "3", "--max-steps", "2")]
+           f"--master_port={free_port()}", str(worker),
+           *cli(data_dir, ck, "--epochs", "3", "--max-steps", "2")]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     q0, q1 = load(out / "queues_rank0.pt"), load(out / "queues_rank1.pt")
-    assert set(q0) == {"queue", "queue_motion", "queue_bone", "queue_ptr", "queue_ptr_motion", "queue_ptr_bone"}
+    assert set(q0) == {"queue", "queue_motion", "queue_bone",
+                       "queue_ptr", "queue_ptr_motion", "queue_ptr_bone"}
     for key in q0:
         assert torch.equal(q0[key], q1[key]), key
     assert int(q0["queue_ptr"]) == 2 * 4 % 24                    # 2 steps of the global batch 4 = 2 ranks x 2
@@ -331,7 +338,7 @@ def test_torchrun_two_processes_keep_equal_queues(data_dir, tmp_path):
     assert config["world_size"] == 2 and config["per_process_batch"] == 2
 
 
-# ---------------------------------------------------------------------------------------------- 6. scripts
+# ---------------------------------------------------------------------------------------- 6. scripts
 SCRIPTS = {
     "pretrain_ntu60_xsub.sh": ("ntu60", "cross_subject", "ntu60/xsub", 451, [351]),
     "pretrain_ntu60_xview.sh": ("ntu60", "cross_view", "ntu60/xview", 451, [351]),
@@ -347,7 +354,8 @@ def recorded_argv(tmp_path, script, extra=(), nproc=1):
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGV_OUT"\n')
     fake.chmod(0o755)
     env = dict(os.environ, PYTHON=str(fake), ARGV_OUT=str(tmp_path / "argv.txt"), NPROC=str(nproc))
-    subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", script), *extra], env=env, check=True, timeout=30)
+    subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", script), *extra], env=env, check=True,
+                   timeout=30)
     return (tmp_path / "argv.txt").read_text().splitlines()
 
 
@@ -359,8 +367,10 @@ def test_benchmark_scripts_pass_the_released_recipe(tmp_path):
         assert (a.pre_dataset, a.protocol, a.epochs, a.schedule) == (name, protocol, epochs, schedule)
         assert (a.lr, a.batch_size, a.teacher_t, a.student_t, a.topk, a.mlp, a.contrast_t, a.contrast_k) == \
             (0.01, 64, 0.05, 0.1, 8192, True, 0.07, 16384)
-        assert a.contrast_m == 0.999 and a.cmd_weight == 1.0 and not a.cos and a.skeleton_representation == "seq-based"
-        assert a.checkpoint_path == f"./checkpoints/{name}_{protocol}" and a.resume == "auto"   # "$@" forwarded
+        assert a.contrast_m == 0.999 and a.cmd_weight == 1.0 and not a.cos
+        assert a.skeleton_representation == "seq-based"
+        assert a.checkpoint_path == f"./checkpoints/{name}_{protocol}"
+        assert a.resume == "auto"   # "$@" forwarded
         assert dataset_folder(a) == os.path.join(".", "data", sub)
     argv = recorded_argv(tmp_path, "pretrain_ntu60_xsub.sh", nproc=2)
     assert argv[:4] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -375,8 +385,9 @@ def test_benchmark_script_runs_on_a_tiny_prepared_dataset(tmp_path):
     write_split(str(tmp_path / "data" / "ntu60" / "xsub"))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
     proc = subprocess.run(
-        ["bash", os.path.join(REPO_ROOT, "scripts", "pretrain_ntu60_xsub.sh"), "--device", "cpu", "--max-steps", "1",
-         "--hidden-size", "16", "--batch-size", "4", "--contrast-k", "16", "--topk", "8", "-j", "0"],
+        ["bash", os.path.join(REPO_ROOT, "scripts", "pretrain_ntu60_xsub.sh"), "--device", "cpu",
+         "--max-steps", "1", "--hidden-size", "16", "--batch-size", "4", "--contrast-k", "16", "--topk", "8",
+         "-j", "0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "checkpoints" / "ntu60_cross_subject"       # from the cwd: ./checkpoints, ./data
@@ -391,10 +402,10 @@ def test_benchmark_script_runs_on_a_tiny_prepared_dataset(tmp_path):
     assert ckpt["epoch"] == 1 and int(ckpt["state_dict"]["queue_ptr"]) == 4
 
 
-# ---------------------------------------------------------------------------------------------- real files
-XSUB_TRAIN_PERFORMERS = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46, 47, 49,
-                         50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92, 93,
-                         94, 95, 97, 98, 100, 103}   # SPEC s.6
+# ---------------------------------------------------------------------------------------- real files
+XSUB_TRAIN_PERFORMERS = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46,
+                         47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86,
+                         89, 91, 92, 93, 94, 95, 97, 98, 100, 103}   # SPEC s.6
 
 
 def test_pretrains_on_real_ntu_files(shared_data, tmp_path):
