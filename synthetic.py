@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 CLASS_NAMES = (
-    "wave right hand", "raise both hands", "reach forward (left hand)", "punch (right hand)",
+    "wave right hand", "raise both hands", "reach forward (left hand)", "punch",
     "kick (right leg)", "squat", "bow", "turn around", "clap", "jump", "march in place",
     "arm circles (left arm)", "handshake", "push other person", "hug",
 )
@@ -99,8 +99,9 @@ def forward_kinematics(a: dict, body: dict) -> np.ndarray:
     r_head = r_torso @ _rx(-a["head"])
     out[:, 2] = out[:, 20] + _apply(r_head, (0, body["neck"], 0))
     out[:, 3] = out[:, 2] + _apply(r_head, (0, body["head"], 0))
-    arm_joints = {1: (4, 5, 6, 7, 21, 22), -1: (8, 9, 10, 11, 23, 24)}
-    for side, prefix in ((1, "l"), (-1, "r")):
+    # side = the sign of x of the limb in the performer's frame (x right, y up, z back: right-handed)
+    arm_joints = {-1: (4, 5, 6, 7, 21, 22), 1: (8, 9, 10, 11, 23, 24)}
+    for side, prefix in ((-1, "l"), (1, "r")):
         sh, el, wr, ha, tip, th = arm_joints[side]
         out[:, sh] = out[:, 20] + _apply(r_torso, (side * body["shoulder"], -0.03, 0))
         r_up = r_torso @ _ry(side * a[f"{prefix}_horiz"]) @ _rz(side * a[f"{prefix}_abd"]) @ _rx(a[f"{prefix}_flex"])
@@ -110,8 +111,8 @@ def forward_kinematics(a: dict, body: dict) -> np.ndarray:
         out[:, ha] = out[:, wr] + _apply(r_fore, (0, -body["hand"] * 0.5, 0))
         out[:, tip] = out[:, ha] + _apply(r_fore, (0, -body["hand"] * 0.6, 0))
         out[:, th] = out[:, ha] + _apply(r_fore, (-side * 0.025, -0.02, -0.03))
-    leg_joints = {1: (12, 13, 14, 15), -1: (16, 17, 18, 19)}
-    for side, prefix in ((1, "l"), (-1, "r")):
+    leg_joints = {-1: (12, 13, 14, 15), 1: (16, 17, 18, 19)}
+    for side, prefix in ((-1, "l"), (1, "r")):
         hip, knee, ankle, foot = leg_joints[side]
         out[:, hip] = pelvis + _apply(r_yaw, (side * body["hip"], -0.05, 0))
         r_thigh = r_yaw @ _rx(a[f"{prefix}_hip"])
@@ -157,52 +158,81 @@ def _rest_pose(num_t, body, rng) -> dict:
     return a
 
 
+DISTRACTORS = ("head", "lean", "l_flex", "r_flex", "l_abd", "r_abd", "l_elbow", "r_elbow", "bow")
+
+
 def action_angles(label: int, p: np.ndarray, body: dict, rng: np.random.Generator, role: int = 0) -> dict:
     """Angles of one performer doing action `label` (0-based) over phases p; role 1 = the partner."""
     a = _rest_pose(len(p), body, rng)
-    amp = body["amplitude"] * rng.uniform(0.8, 1.2)
+    amp = body["amplitude"] * rng.uniform(0.7, 1.3)
     env = _envelope(p, rng.uniform(0.12, 0.25))
+    if rng.random() < 0.35:                    # an unrelated small movement (scratch, adjust, glance)
+        name = DISTRACTORS[rng.integers(len(DISTRACTORS))]
+        a[name] += rng.choice([-1, 1]) * rng.uniform(0.3, 0.7) * _bump(p, rng.uniform(0.2, 0.8), 0.3)
     reps = rng.integers(2, 5)
     cyc = 2 * np.pi * reps * p + rng.uniform(0, 2 * np.pi)
-    if label == 0:      # wave right hand: arm up, forearm swinging side to side
-        a["r_abd"] += env * 2.3 * min(amp, 1.1)
-        a["r_elbow"] += env * (0.7 + 0.5 * amp * np.sin(cyc))
-        a["r_horiz"] += env * 0.25 * np.sin(cyc)
-    elif label == 1:    # raise both hands once, hold, lower
-        lift = _envelope(p, 0.3) * 2.6 * min(amp, 1.1)
-        a["l_abd"] += lift
-        a["r_abd"] += lift
-    elif label == 2:    # reach forward with the left hand, once
+    variant = rng.integers(2)                  # two styles of every action
+    if label == 0:      # wave right hand: hand up, forearm swinging; or the whole raised arm swaying
+        if variant == 0:
+            a["r_abd"] += env * 2.3 * min(amp, 1.1)
+            a["r_elbow"] += env * (0.7 + 0.5 * amp * np.sin(cyc))
+            a["r_horiz"] += env * 0.25 * np.sin(cyc)
+        else:
+            a["r_flex"] += env * rng.uniform(1.7, 2.3)
+            a["r_abd"] += env * (0.5 + 0.4 * amp * np.sin(cyc))
+            a["r_elbow"] += env * 0.2
+    elif label == 1:    # raise both hands once, hold, lower (sideways or to the front)
+        lift = _envelope(p, 0.3) * rng.uniform(2.0, 2.8) * min(amp, 1.1)
+        key = "abd" if variant == 0 else "flex"
+        a[f"l_{key}"] += lift
+        a[f"r_{key}"] += lift
+    elif label == 2:    # reach forward with the left hand, once, to a target at some height and side
         reach = _bump(p, rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6))
-        a["l_flex"] += reach * 1.5 * amp
+        a["l_flex"] += reach * rng.uniform(1.0, 2.0) * amp
+        a["l_horiz"] += reach * rng.uniform(-0.4, 0.4)
         a["l_elbow"] += (1 - reach) * 0.8 * env
-        a["bow"] += reach * 0.25 * amp
-    elif label == 3:    # punches: right arm forward, elbow snapping straight several times
-        a["r_flex"] += env * 1.4
+        a["bow"] += reach * rng.uniform(0, 0.35) * amp
+    elif label == 3:    # punches: arm forward, elbow snapping straight several times (right, or alternating)
+        height = rng.uniform(1.2, 1.7)
+        a["r_flex"] += env * height
         a["r_elbow"] += env * (1.1 + 0.9 * np.cos(cyc)) * min(amp, 1.1)
         a["yaw"] += env * 0.15 * np.cos(cyc)
-        a["l_flex"] += env * 0.9
-        a["l_elbow"] += env * 1.6
+        a["l_flex"] += env * height * 0.7
+        if variant == 0:
+            a["l_elbow"] += env * 1.6
+        else:
+            a["l_elbow"] += env * (1.1 - 0.9 * np.cos(cyc)) * min(amp, 1.1)
     elif label == 4:    # kick with the right leg, once
         kick = _bump(p, rng.uniform(0.4, 0.6), rng.uniform(0.25, 0.4))
-        a["r_hip"] += kick * 1.2 * amp
+        a["r_hip"] += kick * rng.uniform(0.8, 1.4) * amp
         a["r_knee"] += env * 0.9 * (1 - kick) + 0.1
         a["l_abd"] += env * 0.4
         a["r_abd"] += env * 0.4
         a["bow"] -= kick * 0.15
     elif label == 5:    # squat down and up (1 or 2 times)
-        depth = (0.5 - 0.5 * np.cos(2 * np.pi * rng.integers(1, 3) * p)) * 1.2 * min(amp, 1.1)
+        depth = (0.5 - 0.5 * np.cos(2 * np.pi * rng.integers(1, 3) * p)) * rng.uniform(0.8, 1.4) * min(amp, 1.1)
         a["l_hip"] += depth
         a["r_hip"] += depth
         a["l_knee"] += 2 * depth
         a["r_knee"] += 2 * depth
         a["dy"] -= (body["thigh"] + body["shin"]) * (1 - np.cos(depth))
         a["bow"] += 0.45 * depth
-        a["l_flex"] += 0.8 * depth
-        a["r_flex"] += 0.8 * depth
+        if variant == 0:                        # arms forward for balance
+            a["l_flex"] += 0.8 * depth
+            a["r_flex"] += 0.8 * depth
+        else:                                   # hands on the hips
+            for side in ("l", "r"):
+                a[f"{side}_abd"] += env * 0.5
+                a[f"{side}_elbow"] += env * 1.6
     elif label == 6:    # bow: torso forward and back
-        a["bow"] += _bump(p, 0.5, rng.uniform(0.4, 0.7)) * 1.0 * amp
-        a["head"] += _bump(p, 0.5, 0.5) * 0.3
+        bow = _bump(p, 0.5, rng.uniform(0.4, 0.7))
+        a["bow"] += bow * rng.uniform(0.6, 1.2) * amp
+        a["head"] += bow * 0.3
+        if variant == 1:                        # hands together in front
+            a["l_flex"] += env * 0.4
+            a["r_flex"] += env * 0.4
+            a["l_horiz"] += env * 0.5
+            a["r_horiz"] += env * 0.5
     elif label == 7:    # turn around on the spot, stepping
         direction = rng.choice([-1, 1])
         turn = np.clip((p - 0.15) / 0.7, 0, 1)
@@ -213,8 +243,9 @@ def action_angles(label: int, p: np.ndarray, body: dict, rng: np.random.Generato
         a["l_knee"] += 2 * np.maximum(step, 0)
         a["r_knee"] += 2 * np.maximum(-step, 0)
     elif label == 8:    # clap: arms forward, hands meeting repeatedly
-        a["l_flex"] += env * 1.2
-        a["r_flex"] += env * 1.2
+        height = rng.uniform(0.8, 1.6)
+        a["l_flex"] += env * height
+        a["r_flex"] += env * height
         open_close = 0.5 + 0.5 * np.cos(cyc)
         a["l_horiz"] += env * (0.35 - 0.9 * open_close * amp)
         a["r_horiz"] += env * (0.35 - 0.9 * open_close * amp)
@@ -229,7 +260,7 @@ def action_angles(label: int, p: np.ndarray, body: dict, rng: np.random.Generato
         for side in ("l", "r"):
             a[f"{side}_hip"] += crouch * 0.6
             a[f"{side}_knee"] += crouch * 1.2 + flight * 0.3
-            a[f"{side}_flex"] += flight * 1.8 * min(amp, 1.1) - crouch * 0.4
+            a[f"{side}_flex"] += (flight * 1.8 * min(amp, 1.1) if variant == 0 else 0) - crouch * 0.4
         a["dy"] -= crouch * 0.12
         a["bow"] += crouch * 0.3
     elif label == 10:   # march in place: alternating knee lifts, arms swinging
@@ -238,8 +269,9 @@ def action_angles(label: int, p: np.ndarray, body: dict, rng: np.random.Generato
         a["r_hip"] += np.maximum(-swing, 0) * 1.0 * amp
         a["l_knee"] += np.maximum(swing, 0) * 1.6 * amp
         a["r_knee"] += np.maximum(-swing, 0) * 1.6 * amp
-        a["l_flex"] -= swing * 0.5
-        a["r_flex"] += swing * 0.5
+        arms = rng.uniform(0, 0.7)
+        a["l_flex"] -= swing * arms
+        a["r_flex"] += swing * arms
     elif label == 11:   # big circles with the left arm
         direction = rng.choice([-1, 1])
         a["l_flex"] += env * (1.4 + 1.1 * amp * np.sin(direction * cyc))
@@ -340,8 +372,10 @@ def _record_event(args) -> list[str]:
     speed = body["speed"] * rng.uniform(0.8, 1.25)
     num_t = int(np.clip(round(_BASE_FRAMES[label] / speed * rng.uniform(0.85, 1.15)), MIN_FRAMES, MAX_FRAMES))
     warp = rng.uniform(0.75, 1.33)                       # uneven timing within the clip
-    p = np.linspace(0, 1, num_t) ** warp
+    onset, end = rng.uniform(0, 0.2), rng.uniform(0.8, 1.0)   # idle before and after the action
+    p = np.clip((np.linspace(0, 1, num_t) - onset) / (end - onset), 0, 1) ** warp
     facing = rng.normal(0, 0.25)                         # the performer is not exactly facing camera 1
+    drift = _smooth_noise(rng, num_t, 0.15, knots=3)      # and turns a little while acting
     offset = np.array([rng.normal(0, 0.25), 0, rng.normal(0, 0.3)])
     people = []
     if label in INTERACTIONS:
@@ -350,7 +384,7 @@ def _record_event(args) -> list[str]:
         for role, who in ((0, body), (1, partner)):
             angles = action_angles(label, p, who, rng, role)
             side = -1 if role == 0 else 1
-            angles["yaw"] += facing + side * np.pi / 2   # facing each other, side-on to camera 1
+            angles["yaw"] += facing + drift + side * np.pi / 2   # facing each other, side-on to camera 1
             joints = forward_kinematics(angles, who)
             shift = _apply(_ry(np.array([facing]))[0][None], (side * gap, 0, 0))[0]
             joints += shift + offset
@@ -358,21 +392,35 @@ def _record_event(args) -> list[str]:
             people.append(joints)
     else:
         angles = action_angles(label, p, body, rng)
-        angles["yaw"] += facing
+        angles["yaw"] += facing + drift
         people.append(forward_kinematics(angles, body) + offset)
     names = []
     for camera in cameras:
         cam_rng = np.random.default_rng([seed, 19, setup, perf, rep, action, camera])
-        views = [_camera_view(joints, setup, camera, seed) for joints in people]
+        # each camera starts and stops recording at slightly different moments
+        first = int(cam_rng.integers(0, 13))
+        last = num_t - int(cam_rng.integers(0, 13))
+        if last - first < MIN_FRAMES:
+            first, last = 0, num_t
+        views = [_camera_view(joints[first:last], setup, camera, seed) for joints in people]
         names.append(_write_skeleton(out_dir, sample_name(setup, camera, perf, rep, action), views, cam_rng))
     return names
 
 
 def _sensor(view: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Depth-dependent jitter, a per-joint bias, and rare dropped joints (all zero, tracking state 0)."""
+    """Depth-dependent jitter, a per-joint bias, a slow per-joint drift, and rare dropped joints (all
+    zero, tracking state 0)."""
     num_t = view.shape[0]
     depth = np.maximum(view[..., 2:3], 0.5)
-    noisy = view + rng.normal(0, 0.004, size=view.shape) * depth + rng.normal(0, 0.008, size=(1, 25, 3))
+    # joints hidden behind the body (further from the camera than the spine) are tracked worse
+    behind = (view[..., 2] - view[:, 1:2, 2]) > 0.06
+    hidden_error = rng.normal(0, 0.025, size=view.shape) + 0.15 * (view[:, 1:2] - view)
+    view = view + behind[..., None] * hidden_error
+    knots = np.linspace(0, 3, num_t)
+    weights = np.maximum(0, 1 - np.abs(knots[:, None] - np.arange(4)[None]))        # (T, 4) linear interp
+    wander = np.einsum("tk,kjc->tjc", weights, rng.normal(0, 0.015, size=(4, 25, 3)))  # slow tracking drift
+    noisy = (view + rng.normal(0, 0.004, size=view.shape) * depth + rng.normal(0, 0.008, size=(1, 25, 3))
+             + wander * depth / 3)
     tracked = np.full((num_t, 25), 2, dtype=np.int64)
     dropped = rng.random((num_t, 25)) < 0.002
     noisy[dropped] = 0
@@ -403,7 +451,7 @@ def _write_skeleton(out_dir: str, name: str, views: list[np.ndarray], rng: np.ra
     if rng.random() < 0.3:                          # a few frames without any body
         present[:, rng.choice(num_t, rng.integers(1, 4), replace=False)] = False
     ghost = None
-    if rng.random() < 0.15:                         # a spurious, nearly collapsed body for a while
+    if rng.random() < 0.05:                         # a spurious, nearly collapsed body for a while
         start = int(rng.integers(0, num_t // 2))
         length = int(rng.integers(5, num_t - start + 1))
         center = np.array([rng.uniform(-1, 1), rng.uniform(-0.5, 0.5), rng.uniform(2.5, 4)])
