@@ -94,9 +94,108 @@ def read_ntu_skeleton(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Parse a raw .skeleton file -> (xyz float64 (4, T, 25, 3), bodies per frame (T,)).
 
     Body m of frame t is the m-th body listed in that frame (file order), as in the released parser;
-    bodies past the 4th and joints past the 25th are read over and dropped."""
-    with open(path) as f:
-        lines = f.read().rstrip().split("\n")
+    bodies past the 4th and joints past the 25th are read over and dropped. Files laid out as NTU
+    writes them take a vectorised path; anything else (other whitespace, malformed content) goes
+    through a line-by-line reader that names the offending line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    parsed = _read_ntu_fast(raw)
+    if parsed is not None:
+        return parsed
+    return _read_ntu_lines(path, raw.decode("utf-8", errors="replace"))
+
+
+_NUMBER_BYTES = np.zeros(256, dtype=bool)
+_NUMBER_BYTES[np.frombuffer(b"0123456789.-+eE \n", dtype=np.uint8)] = True
+_INT, _INFO, _JOINT = 0, 9, 11          # line kinds by their number of single spaces (1, 10, 12 fields)
+
+
+def _gather_segments(buf: np.ndarray, first: np.ndarray, last: np.ndarray) -> str:
+    """The bytes buf[first[i]:last[i] + 1] of every segment i, concatenated, as text."""
+    lengths = last - first + 1
+    offsets = np.repeat(first - (np.cumsum(lengths) - lengths), lengths)
+    return buf[offsets + np.arange(offsets.size)].tobytes().decode()
+
+
+def _read_ntu_fast(raw: bytes):
+    """Vectorised reader for well-formed files (single spaces between fields): the structure comes from
+    cumulative counts over line kinds, the numbers from one conversion of the x y z fields; None when
+    the file does not have exactly the expected layout (the caller then reads it line by line)."""
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    buf = np.frombuffer(raw.rstrip(), dtype=np.uint8)
+    if buf.size == 0 or np.bincount(buf, minlength=256)[~_NUMBER_BYTES].any():
+        return None
+    is_space = buf == 32
+    newlines = np.flatnonzero(buf == 10)
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [buf.size]])                 # exclusive
+    if np.any(ends <= starts) or is_space[starts].any() or is_space[ends - 1].any() \
+            or (is_space[1:] & is_space[:-1]).any():
+        return None
+    space_positions = np.flatnonzero(is_space)
+    spaces_before_start = np.searchsorted(space_positions, starts)
+    kind = np.searchsorted(space_positions, ends) - spaces_before_start
+    if not np.isin(kind, (_INT, _INFO, _JOINT)).all() or kind[0] != _INT:
+        return None
+    # integers: the frame count, body counts and joint counts (each segment ends with its newline)
+    int_lines = np.flatnonzero(kind == _INT)
+    int_text = _gather_segments(buf, starts[int_lines], np.minimum(ends[int_lines], buf.size - 1))
+    if any(c in int_text for c in ".eE+-"):
+        return None
+    values = _parse_floats(int_text)
+    if values is None or values.size != int_lines.size:
+        return None
+    value_of = np.zeros(kind.size, dtype=np.int64)
+    value_of[int_lines] = values.astype(np.int64)
+    previous = np.concatenate([[-1], kind[:-1]])
+    is_joint_count = (kind == _INT) & (previous == _INFO)
+    is_body_count = (kind == _INT) & ~is_joint_count
+    is_body_count[0] = False
+    num_frames = int(value_of[0])
+    body_count_lines = np.flatnonzero(is_body_count)
+    if body_count_lines.size != num_frames:
+        return None
+    # grammar: an info line is followed by its joint count, a joint line follows a joint count or a
+    # joint line, and the counts agree with what follows them
+    info_lines = np.flatnonzero(kind == _INFO)
+    joint_lines = np.flatnonzero(kind == _JOINT)
+    if info_lines.size and (info_lines[-1] + 1 >= kind.size or not is_joint_count[info_lines + 1].all()):
+        return None
+    if joint_lines.size and not ((kind[joint_lines - 1] == _JOINT) | is_joint_count[joint_lines - 1]).all():
+        return None
+    frame_of_line = np.cumsum(is_body_count) - 1
+    body_of_line = np.cumsum(kind == _INFO) - 1
+    if info_lines.size and (frame_of_line[info_lines] < 0).any():
+        return None
+    bodies_per_frame = np.bincount(frame_of_line[info_lines], minlength=num_frames)
+    if not np.array_equal(bodies_per_frame, value_of[body_count_lines]):
+        return None
+    joints_per_body = np.bincount(body_of_line[joint_lines], minlength=info_lines.size)
+    if not np.array_equal(joints_per_body, value_of[info_lines + 1]):
+        return None
+    # body index within its frame and joint index within its body, for every joint line
+    first_body_of_frame = np.cumsum(bodies_per_frame) - bodies_per_frame
+    body = body_of_line[joint_lines]
+    frame = frame_of_line[joint_lines]
+    m = body - first_body_of_frame[frame]
+    first_joint_of_body = np.cumsum(joints_per_body) - joints_per_body
+    j = np.arange(joint_lines.size) - first_joint_of_body[body]
+    keep = (m < MAX_BODIES_KINECT) & (j < NUM_JOINTS)
+    # the x y z fields of the kept joint lines: from the line start to its third space
+    kept_lines = joint_lines[keep]
+    third_space = space_positions[spaces_before_start[kept_lines] + 2]
+    numbers = _parse_floats(_gather_segments(buf, starts[kept_lines], third_space))
+    if numbers is None or numbers.size != 3 * kept_lines.size:
+        return None
+    xyz = np.zeros((MAX_BODIES_KINECT, num_frames, NUM_JOINTS, 3))
+    xyz[m[keep], frame[keep], j[keep]] = numbers.reshape(-1, 3)
+    return xyz, bodies_per_frame.astype(np.int64)
+
+
+def _read_ntu_lines(path: str, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Line-by-line reader: accepts any whitespace and reports the first malformed line."""
+    lines = text.rstrip().split("\n")
     num_frames = _int_line(lines, 0, path, "the frame count")
     body_counts = np.zeros(num_frames, dtype=np.int64)
     starts, counts, frame_of, body_of = [], [], [], []

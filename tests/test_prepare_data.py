@@ -525,3 +525,46 @@ def test_pku_long_segment_is_truncated_to_300_frames(tmp_path):
     raw = np.loadtxt(root / "skeleton" / "0002-L.txt")[10:360].reshape(-1, 2, 25, 3).transpose(3, 0, 2, 1)
     reference = loop_pre_normalization(loop_fixed_length(raw)[None])[0]
     np.testing.assert_array_equal(train.data[0], reference)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the vectorised reader and the line-by-line reader agree; odd layouts fall back
+
+
+def test_fast_and_line_readers_agree_on_real_files(shared_data):
+    for name in NTU_SAMPLES:
+        path = os.path.join(shared_data, "ntu_samples", name + ".skeleton")
+        with open(path, "rb") as f:
+            raw = f.read()
+        fast = P._read_ntu_fast(raw)
+        assert fast is not None, name
+        lines = P._read_ntu_lines(path, raw.decode())
+        np.testing.assert_array_equal(fast[0], lines[0])
+        np.testing.assert_array_equal(fast[1], lines[1])
+
+
+def test_readers_agree_on_crafted_layouts(tmp_path):
+    rng = np.random.default_rng(11)
+    frames = []
+    for t in range(12):
+        count = [0, 1, 2, 5][t % 4]                        # empty frames and more than 4 bodies
+        frames.append([rng.normal(size=(25 if b != 1 else 27, 3)) for b in range(count)])  # 27 joints
+    path = str(tmp_path / "S001C001P001R001A001.skeleton")
+    write_ntu(path, frames)
+    with open(path, "rb") as f:
+        raw = f.read()
+    fast = P._read_ntu_fast(raw)
+    assert fast is not None
+    lines = P._read_ntu_lines(path, raw.decode())
+    np.testing.assert_array_equal(fast[0], lines[0])
+    assert fast[1].tolist() == [0, 1, 2, 5] * 3
+    # with Windows line ends, tabs and double spaces the numbers are the same
+    for variant in (raw.replace(b"\n", b"\r\n"), raw.replace(b" ", b"\t"), raw.replace(b" ", b"  ")):
+        with open(path, "wb") as f:
+            f.write(variant)
+        xyz, counts = P.read_ntu_skeleton(path)
+        np.testing.assert_array_equal(xyz, fast[0])
+        np.testing.assert_array_equal(counts, fast[1])
+    # loop reference
+    clip, counts = loop_read_xyz(path)
+    np.testing.assert_array_equal(P.select_bodies(fast[0]), clip)
