@@ -486,6 +486,12 @@ class _PartWriter:
         self.labels.append(int(sample.label))
         self.num_frame.append(int(num_frame))
 
+    def discard(self) -> None:
+        """Remove the temporary file (after an error)."""
+        self.data = None
+        if os.path.exists(self.tmp_data):
+            os.remove(self.tmp_data)
+
     def close(self) -> str:
         count = len(self.names)
         if count == 0:
@@ -549,11 +555,18 @@ def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int =
             for sample, (clip, num_frame) in zip(job.samples, clips):
                 for bench in benchmarks:
                     writers[(bench, sample.parts[bench])].add(clip, sample, num_frame)
+        written = {f"{bench}/{part}": len(w.names) for (bench, part), w in writers.items()}
+        empty = [key for key, count in written.items() if count == 0]
+        if empty:
+            raise ValueError(f"no samples left in {', '.join(empty)} after skipping {len(bad)} malformed file(s)")
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
     finally:
         if pool:
             pool.terminate()
             pool.join()
-    written = {f"{bench}/{part}": len(w.names) for (bench, part), w in writers.items()}
     for writer in writers.values():
         writer.close()
     if bad:

@@ -568,3 +568,13 @@ def test_readers_agree_on_crafted_layouts(tmp_path):
     # loop reference
     clip, counts = loop_read_xyz(path)
     np.testing.assert_array_equal(P.select_bodies(fast[0]), clip)
+
+
+def test_failed_conversion_leaves_no_temporary_files(shared_data, tmp_path):
+    raw = tmp_path / "raw"
+    _link_samples(shared_data, raw, NTU_SAMPLES)
+    _write(raw / "S001C001P002R001A001.skeleton", _valid_text().replace("0.2 3.0", "0.2 zz", 1))
+    out = tmp_path / "out"
+    with pytest.raises(P.SkeletonFileError):
+        P.main(["ntu60", "--raw-dir", str(raw), "--out", str(out), "--workers", "1"])
+    assert [f for _, _, files in os.walk(out) for f in files] == []
