@@ -358,6 +358,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
 
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.set_num_threads(1)  # two processes share the cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         model = small_cmd(K=64)  # same seed on both ranks

@@ -109,6 +109,7 @@ def _rank_keys(rank, n, dim):
 
 
 def _distributed_worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)  # two processes share the cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same initial queues on every rank, as with DDP
