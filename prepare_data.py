@@ -283,11 +283,12 @@ def rotation_matrix(axis, theta) -> np.ndarray:
 
 
 def angle_between(v1, v2) -> float:
+    """Angle between v1 and v2 with the released arithmetic (float32 unit vector of v1 from the clip)."""
     if np.abs(v1).sum() < 1e-6 or np.abs(v2).sum() < 1e-6:
         return 0
     v1_u = v1 / np.linalg.norm(v1)
     v2_u = v2 / np.linalg.norm(v2)
-    return np.arccos(np.clip(np.dot(v1_u, v2_u), -1.0, 1.0))
+    return np.arccos(min(max(float(np.dot(v1_u, v2_u)), -1.0), 1.0))
 
 
 def align_matrix(vector: np.ndarray, target) -> np.ndarray:
@@ -313,14 +314,15 @@ def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
     over frames or joints. Works in a (C, M, T, V) copy; returns a (C, T, V, M) view of it."""
     y = np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32)     # (C, M, T, V)
     num_t = y.shape[2]
-    periods = set()
+    periods = {}                     # person -> length before its empty tail
     # (1) per person: move non-empty frames to the front when frame 0 is empty; fill the empty tail
     #     by repeating the frames before it
+    frame_sums = y.sum(-1).sum(0)                                               # (M, T)
     for p in range(y.shape[1]):
         person = y[:, p]                                                         # (C, T, V) view
-        if person.sum() == 0:
+        frame_empty = frame_sums[p] == 0
+        if frame_empty.all():
             continue
-        frame_empty = person.sum(axis=(0, 2)) == 0
         if frame_empty[0]:
             kept = person[:, ~frame_empty].copy()
             person[:] = 0
@@ -329,29 +331,31 @@ def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
         period = num_t
         if frame_empty[-1]:
             nonempty = np.flatnonzero(~frame_empty)
-            first_of_tail = nonempty[-1] + 1 if len(nonempty) else 0
-            if first_of_tail > 0:
-                person[:, first_of_tail:] = person[:, np.arange(num_t - first_of_tail) % first_of_tail]
-                period = first_of_tail
-        periods.add(period)
-    if y.sum() == 0:
+            period = nonempty[-1] + 1 if len(nonempty) else num_t
+        periods[p] = period
+    if not periods:                                                              # an empty clip
         return y.transpose(0, 2, 3, 1)
     # Every later step works frame by frame (the rotations come from frame 0), so when all persons
-    # repeat with one period, the steps run on one period and the result is tiled: same numbers, less work.
-    period = periods.pop() if len(periods) == 1 else num_t
+    # repeat with one period, the steps run on one period and the result is tiled at the end: the same
+    # numbers for less work. Otherwise each person's empty tail is filled now, as released.
+    period = set(periods.values()).pop() if len(set(periods.values())) == 1 else num_t
     if period < num_t:
         y = y[:, :, :period].copy()
+    else:
+        for p, own_period in periods.items():
+            if own_period < num_t:
+                y[:, p, own_period:] = y[:, p, np.arange(num_t - own_period) % own_period]
     # (2) subtract joint `zaxis[1]` of person 0, per frame, from every non-zero joint of non-empty persons
-    person_nonempty = y.sum(axis=(0, 2, 3)) != 0
+    person_nonempty = y.sum(-1).sum(-1).sum(0) != 0
     center = y[:, 0, :, zaxis[1]:zaxis[1] + 1].copy()                           # (C, T, 1)
     joint_nonzero = (y[0] + y[1] + y[2]) != 0                                   # (M, T, V): xyz sum != 0
     for p in np.flatnonzero(person_nonempty):
         y[:, p] = (y[:, p] - center) * joint_nonzero[p]
     # (3) hip -> spine of person 0 in frame 0 along +z; (4) then left -> right shoulder along +x;
     #     only non-empty frames of non-empty persons are rotated
-    keep = (y.sum(axis=(0, 3)) != 0) & person_nonempty[:, None]
+    keep = (y.sum(-1).sum(0) != 0) & person_nonempty[:, None]
     y = _rotate_frames(y, align_matrix(y[:, 0, 0, zaxis[1]] - y[:, 0, 0, zaxis[0]], [0, 0, 1]), keep)
-    keep = (y.sum(axis=(0, 3)) != 0) & person_nonempty[:, None]
+    keep = (y.sum(-1).sum(0) != 0) & person_nonempty[:, None]
     y = _rotate_frames(y, align_matrix(y[:, 0, 0, xaxis[0]] - y[:, 0, 0, xaxis[1]], [1, 0, 0]), keep)
     if period < num_t:
         return y[:, :, np.arange(num_t) % period].transpose(0, 2, 3, 1)
@@ -679,9 +683,9 @@ def main(argv=None) -> dict:
         commands[name] = p
         p.add_argument("--out", default=None, help=f"output root (default ./data/{DATA_NAMES[name]}); "
                                                    f"one sub-folder per benchmark")
-        p.add_argument("--benchmarks", nargs="+", default=DEFAULT_BENCHMARKS[name],
-                       choices=DEFAULT_BENCHMARKS[name] if name != "ntu60" else ["xsub", "xview"])
-        p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
+        p.add_argument("--benchmarks", nargs="+", default=DEFAULT_BENCHMARKS[name], choices=DEFAULT_BENCHMARKS[name])
+        p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                       help="processes parsing and normalising files (default: CPU count, at most 8)")
         p.add_argument("--skip-bad", action="store_true", help="log and skip malformed files instead of failing")
     for name in ("ntu60", "ntu120"):
         commands[name].add_argument("--raw-dir", nargs="+", required=True,
