@@ -176,14 +176,15 @@ def run_data(args) -> dict:
             raise AssertionError(f"vectorised and loop preprocessing disagree on {path}")
     timings = {
         "parser": {"loop": _timed(loop_read_xyz, files, args.repeats),
-                   "vectorised": _timed(lambda f: prepare_data.select_bodies(prepare_data.read_ntu_skeleton(f)[0]),
-                                        files, args.repeats)},
+                   "vectorised": _timed(lambda f: prepare_data.select_bodies(
+                       prepare_data.read_ntu_skeleton(f)[0]), files, args.repeats)},
         "preprocessing": {"loop": _timed(lambda c: loop_pre_normalization(c[None]), clips, args.repeats),
                           "vectorised": _timed(prepare_data.pre_normalize, clips, args.repeats)},
     }
     result = {"source": source, "files": len(files), "repeats": args.repeats, "machine": platform.processor()
               or platform.machine(), "cpu_count": os.cpu_count(), "stages": {}}
-    print(f"data pipeline on {len(files)} files from {source} (single process, median of {args.repeats} runs)")
+    print(f"data pipeline on {len(files)} files from {source} "
+          f"(single process, median of {args.repeats} runs)")
     print(f"{'stage':<15}{'version':<12}{'files/s':>10}{'s / 1000 samples':>19}{'speed-up':>10}")
     for stage, by_version in timings.items():
         result["stages"][stage] = {}
@@ -207,7 +208,8 @@ SUBCOMMANDS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, _) in SUBCOMMANDS.items():
         add_arguments(sub.add_parser(name))

@@ -95,7 +95,8 @@ def _read_labels(path: str) -> tuple[list[str], np.ndarray]:
         try:
             obj = pickle.load(f)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: cannot unpickle ({e}); expected a pickle of (sample_names, labels)") from e
+            raise ValueError(f"{path}: cannot unpickle ({e}); expected a pickle of "
+                             f"(sample_names, labels)") from e
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise ValueError(f"{path}: expected a pickled pair (sample_names, labels), got {type(obj).__name__}")
     names, labels = list(obj[0]), np.asarray(obj[1])
@@ -125,7 +126,8 @@ def load_split(folder: str, part: str) -> SkeletonSplit:
     if data.dtype != np.float32:
         raise ValueError(f"{paths['data']}: dtype {data.dtype}, expected float32")
     if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != NUM_JOINTS or data.shape[4] != NUM_PERSONS:
-        raise ValueError(f"{paths['data']}: shape {data.shape}, expected (N, 3, T, {NUM_JOINTS}, {NUM_PERSONS})")
+        raise ValueError(f"{paths['data']}: shape {data.shape}, expected "
+                         f"(N, 3, T, {NUM_JOINTS}, {NUM_PERSONS})")
     names, labels = _read_labels(paths["label"])
     if len(labels) != data.shape[0]:
         raise ValueError(f"{paths['label']} holds {len(labels)} labels but {paths['data']} holds "
@@ -183,7 +185,8 @@ def random_crop_resize(clip: np.ndarray, num_frame: int, rng: np.random.Generato
     return resize_time(clip[:, start:start + length], window)
 
 
-def center_crop_resize(clip: np.ndarray, num_frame: int, ratio: float = 0.95, window: int = WINDOW) -> np.ndarray:
+def center_crop_resize(clip: np.ndarray, num_frame: int, ratio: float = 0.95,
+                       window: int = WINDOW) -> np.ndarray:
     """Frames [start, n - start) with start = int((1 - ratio) * n / 2), resized to `window`."""
     n = min(int(num_frame), clip.shape[1])
     start = int((1 - ratio) * n / 2)
@@ -191,7 +194,8 @@ def center_crop_resize(clip: np.ndarray, num_frame: int, ratio: float = 0.95, wi
 
 
 def corrupt_joints(clip: np.ndarray, rng: np.random.Generator, num_joints: int = 15) -> np.ndarray:
-    """Pick 15 of the 25 joints; with probability 1/2 zero them, else multiply their xyz by one U(-1,1) 3x3."""
+    """Pick 15 of the 25 joints; with probability 1/2 zero them, else multiply their xyz by one U(-1,1)
+    3x3 matrix."""
     out = np.array(clip, dtype=np.float32, copy=True)
     joints = rng.choice(clip.shape[2], num_joints, replace=False)
     if rng.random() < 0.5:
@@ -211,7 +215,8 @@ def shear(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.einsum("dc,ctvm->dtvm", matrix, clip).astype(np.float32)
 
 
-def augment_pretrain(clip: np.ndarray, num_frame: int, rng: np.random.Generator, window: int = WINDOW) -> np.ndarray:
+def augment_pretrain(clip: np.ndarray, num_frame: int, rng: np.random.Generator,
+                     window: int = WINDOW) -> np.ndarray:
     """One pretraining view: crop-resize (scale U(0.1,1)), then each of corruption and shear with p = 1/2."""
     out = random_crop_resize(clip, num_frame, rng, (0.1, 1.0), window)
     if rng.random() < 0.5:
@@ -229,8 +234,8 @@ def _uniform(shape, low, high, device, generator) -> torch.Tensor:
     return torch.rand(shape, device=device, generator=generator) * (high - low) + low
 
 
-def crop_resize_batch(clips: torch.Tensor, num_frame: torch.Tensor, scale_range=(0.1, 1.0), window: int = WINDOW,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def crop_resize_batch(clips: torch.Tensor, num_frame: torch.Tensor, scale_range=(0.1, 1.0),
+                      window: int = WINDOW, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random temporal crop-resize of every clip of (N, C, T, V, M), each with its own length and start."""
     n_clips, channels, max_t, joints, persons = clips.shape
     device = clips.device
@@ -243,7 +248,8 @@ def crop_resize_batch(clips: torch.Tensor, num_frame: torch.Tensor, scale_range=
     return _resize_windows(clips, start, length, window)
 
 
-def _resize_windows(clips: torch.Tensor, start: torch.Tensor, length: torch.Tensor, window: int) -> torch.Tensor:
+def _resize_windows(clips: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
+                    window: int) -> torch.Tensor:
     """Resize frames [start, start+length) of each clip to `window` frames (align_corners=False)."""
     n_clips, channels, max_t, joints, persons = clips.shape
     device = clips.device
@@ -289,7 +295,8 @@ def corrupt_joints_batch(x: torch.Tensor, apply: torch.Tensor, generator: torch.
     return torch.where(mask, replaced, x)
 
 
-def shear_batch(x: torch.Tensor, apply: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def shear_batch(x: torch.Tensor, apply: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     n_clips = x.shape[0]
     matrix = _uniform((n_clips, 3, 3), -1, 1, x.device, generator).to(x.dtype)
     eye = torch.eye(3, device=x.device, dtype=torch.bool)

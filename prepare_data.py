@@ -37,8 +37,8 @@ MISSING_LISTS = {
 }
 # Training performers of the cross-subject benchmarks (NTU-60 uses the first 20; its performers are 1..40).
 TRAIN_SUBJECTS = frozenset({1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46,
-                            47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86,
-                            89, 91, 92, 93, 94, 95, 97, 98, 100, 103})
+                            47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84,
+                            85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103})
 TRAIN_CAMERAS = frozenset({2, 3})
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 
@@ -382,7 +382,8 @@ def read_pku_skeleton(path: str) -> np.ndarray:
         for i, line in enumerate(lines):
             fields = line.split()
             if len(fields) != 150:
-                raise SkeletonFileError(f"{path}:{i + 1}: expected 150 numbers (2 persons x 25 joints x xyz), "
+                raise SkeletonFileError(f"{path}:{i + 1}: expected 150 numbers "
+                                        f"(2 persons x 25 joints x xyz), "
                                         f"got {len(fields)} (blank lines are not counted)")
             for field in fields:
                 try:
@@ -405,10 +406,12 @@ def read_pku_labels(path: str) -> list[tuple[int, int, int]]:
             try:
                 action, start, end = int(fields[0]), int(fields[1]), int(fields[2])
             except (ValueError, IndexError):
-                raise SkeletonFileError(f"{path}:{i + 1}: expected 'action,start,end,confidence' with integer "
+                raise SkeletonFileError(f"{path}:{i + 1}: expected 'action,start,end,confidence' with "
+                                        f"integer "
                                         f"action/start/end, got {line.strip()[:60]!r}") from None
             if len(fields) != 4:
-                raise SkeletonFileError(f"{path}:{i + 1}: expected 4 comma-separated fields, got {len(fields)}")
+                raise SkeletonFileError(f"{path}:{i + 1}: expected 4 comma-separated fields, "
+                                        f"got {len(fields)}")
             if action < 1 or start < 0 or end <= start:
                 raise SkeletonFileError(f"{path}:{i + 1}: expected action >= 1 and 0 <= start < end, got "
                                         f"action {action}, start {start}, end {end}")
@@ -505,7 +508,8 @@ class _PartWriter:
         self.data.flush()
         if count < self.data.shape[0]:          # skipped bad files: copy into a file of the right length
             short = os.path.join(self.folder, f".{self.part}_data_joint.short.npy.tmp")
-            out = np.lib.format.open_memmap(short, mode="w+", dtype=np.float32, shape=(count,) + self.data.shape[1:])
+            out = np.lib.format.open_memmap(short, mode="w+", dtype=np.float32,
+                                            shape=(count,) + self.data.shape[1:])
             for i in range(0, count, 256):
                 out[i:i + 256] = self.data[i:min(i + 256, count)]
             out.flush()
@@ -543,7 +547,8 @@ def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int =
             if capacity.get((bench, part), 0) == 0:
                 raise ValueError(f"benchmark {bench}: the {part} split would have no samples "
                                  f"({sum(len(j.samples) for j in jobs)} samples found in total)")
-    writers = {key: _PartWriter(os.path.join(out_dir, key[0]), key[1], n) for key, n in sorted(capacity.items())}
+    writers = {key: _PartWriter(os.path.join(out_dir, key[0]), key[1], n)
+               for key, n in sorted(capacity.items())}
     bad = []
     pool = mp.Pool(workers) if workers > 1 else None
     try:
@@ -562,7 +567,8 @@ def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int =
         written = {f"{bench}/{part}": len(w.names) for (bench, part), w in writers.items()}
         empty = [key for key, count in written.items() if count == 0]
         if empty:
-            raise ValueError(f"no samples left in {', '.join(empty)} after skipping {len(bad)} malformed file(s)")
+            raise ValueError(f"no samples left in {', '.join(empty)} after skipping {len(bad)} "
+                             f"malformed file(s)")
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -671,11 +677,13 @@ PKU_SPLIT_FILES = {
 }
 DEFAULT_BENCHMARKS = {"ntu60": ["xsub", "xview"], "ntu120": ["xsub", "xsetup"], "pku1": ["xsub", "xview"],
                       "pku2": ["xsub", "xview"], "synthetic": ["xsub", "xview"]}
-DATA_NAMES = {"ntu60": "ntu60", "ntu120": "ntu120", "pku1": "pku_v1", "pku2": "pku_v2", "synthetic": "synthetic"}
+DATA_NAMES = {"ntu60": "ntu60", "ntu120": "ntu120", "pku1": "pku_v1", "pku2": "pku_v2",
+              "synthetic": "synthetic"}
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="dataset", required=True)
     commands = {}
     for name in ("ntu60", "ntu120", "pku1", "pku2", "synthetic"):
@@ -683,10 +691,12 @@ def main(argv=None) -> dict:
         commands[name] = p
         p.add_argument("--out", default=None, help=f"output root (default ./data/{DATA_NAMES[name]}); "
                                                    f"one sub-folder per benchmark")
-        p.add_argument("--benchmarks", nargs="+", default=DEFAULT_BENCHMARKS[name], choices=DEFAULT_BENCHMARKS[name])
+        p.add_argument("--benchmarks", nargs="+", default=DEFAULT_BENCHMARKS[name],
+                       choices=DEFAULT_BENCHMARKS[name])
         p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
                        help="processes parsing and normalising files (default: CPU count, at most 8)")
-        p.add_argument("--skip-bad", action="store_true", help="log and skip malformed files instead of failing")
+        p.add_argument("--skip-bad", action="store_true",
+                       help="log and skip malformed files instead of failing")
     for name in ("ntu60", "ntu120"):
         commands[name].add_argument("--raw-dir", nargs="+", required=True,
                                     help="folder(s) holding the raw SsssCcccPpppRrrrAaaa.skeleton files")

@@ -84,7 +84,8 @@ def performer(seed: int, index: int) -> dict:
 
 
 def forward_kinematics(a: dict, body: dict) -> np.ndarray:
-    """Joint-angle trajectories (each (T,)) -> world joints (T, 25, 3); y up, the performer faces -z at yaw 0."""
+    """Joint-angle trajectories (each (T,)) -> world joints (T, 25, 3); y up, the performer faces -z
+    at yaw 0."""
     num_t = len(a["yaw"])
     out = np.zeros((num_t, 25, 3))
     r_yaw = _ry(a["yaw"])
@@ -104,7 +105,8 @@ def forward_kinematics(a: dict, body: dict) -> np.ndarray:
     for side, prefix in ((-1, "l"), (1, "r")):
         sh, el, wr, ha, tip, th = arm_joints[side]
         out[:, sh] = out[:, 20] + _apply(r_torso, (side * body["shoulder"], -0.03, 0))
-        r_up = r_torso @ _ry(side * a[f"{prefix}_horiz"]) @ _rz(side * a[f"{prefix}_abd"]) @ _rx(a[f"{prefix}_flex"])
+        r_up = (r_torso @ _ry(side * a[f"{prefix}_horiz"]) @ _rz(side * a[f"{prefix}_abd"])
+                @ _rx(a[f"{prefix}_flex"]))
         r_fore = r_up @ _rx(a[f"{prefix}_elbow"])
         out[:, el] = out[:, sh] + _apply(r_up, (0, -body["upper_arm"], 0))
         out[:, wr] = out[:, el] + _apply(r_fore, (0, -body["forearm"], 0))
@@ -210,7 +212,8 @@ def action_angles(label: int, p: np.ndarray, body: dict, rng: np.random.Generato
         a["r_abd"] += env * 0.4
         a["bow"] -= kick * 0.15
     elif label == 5:    # squat down and up (1 or 2 times)
-        depth = (0.5 - 0.5 * np.cos(2 * np.pi * rng.integers(1, 3) * p)) * rng.uniform(0.8, 1.4) * min(amp, 1.1)
+        depth = ((0.5 - 0.5 * np.cos(2 * np.pi * rng.integers(1, 3) * p))
+                 * rng.uniform(0.8, 1.4) * min(amp, 1.1))
         a["l_hip"] += depth
         a["r_hip"] += depth
         a["l_knee"] += 2 * depth
@@ -486,7 +489,8 @@ def generate(out_dir: str, num_clips: int = DEFAULT_NUM_CLIPS, seed: int = 0, wo
     pool = mp.Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_record_event, jobs, chunksize=8) if pool else map(_record_event, jobs)
-        for written in tqdm(results, total=len(jobs), desc="synthetic events", unit="event", dynamic_ncols=True):
+        for written in tqdm(results, total=len(jobs), desc="synthetic events", unit="event",
+                            dynamic_ncols=True):
             names.extend(written)
     finally:
         if pool:

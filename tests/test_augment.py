@@ -125,7 +125,8 @@ def test_batched_resize_equals_numpy(device):
         expected = D.resize_time(clips[i][:, starts[i]:starts[i] + lengths[i]])
         np.testing.assert_allclose(out[i], expected, atol=1e-5)
     frames = torch.tensor([50, 101, 300, 400])
-    centred = D.center_crop_resize_batch(torch.from_numpy(clips[:4]).to(device), frames.to(device)).cpu().numpy()
+    centred = D.center_crop_resize_batch(torch.from_numpy(clips[:4]).to(device), frames.to(device))
+    centred = centred.cpu().numpy()
     for i in range(4):
         np.testing.assert_allclose(centred[i], D.center_crop_resize(clips[i], int(frames[i])), atol=1e-5)
 
@@ -139,7 +140,8 @@ def test_batched_crop_has_the_numpy_distribution(device):
     for n in frames:
         numpy_crops = [crop_of(D.random_crop_resize(clip, n, rng)) for _ in range(400)]
         batch = torch.from_numpy(clip)[None].expand(400, -1, -1, -1, -1).to(device)
-        views = D.crop_resize_batch(batch, torch.full((400,), n, device=device), generator=generator).cpu().numpy()
+        views = D.crop_resize_batch(batch, torch.full((400,), n, device=device), generator=generator)
+        views = views.cpu().numpy()
         torch_crops = [crop_of(v) for v in views]
         for k in range(2):
             a, b = [c[k] for c in numpy_crops], [c[k] for c in torch_crops]
@@ -175,7 +177,8 @@ def test_batched_corruption_and_shear_forms(device):
     for i in range(20):
         a, b = x[i].reshape(3, -1).T.double().cpu(), sheared[i].reshape(3, -1).T.double().cpu()
         shear = torch.linalg.lstsq(a, b).solution.T
-        torch.testing.assert_close(torch.diagonal(shear), torch.ones(3, dtype=torch.float64), atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.diagonal(shear), torch.ones(3, dtype=torch.float64),
+                                   atol=1e-4, rtol=0)
         assert (shear - torch.eye(3, dtype=torch.float64)).abs().max() <= 1 + 1e-4
 
 

@@ -23,8 +23,10 @@ def write_split(folder, part, n=6, num_t=300, labels=None, dtype=np.float32, see
 
 def test_registry_maps_every_pair_to_its_folder():
     expected = {("ntu60", "cross_subject"): ("ntu60/xsub", 60), ("ntu60", "cross_view"): ("ntu60/xview", 60),
-                ("ntu120", "cross_subject"): ("ntu120/xsub", 120), ("ntu120", "cross_setup"): ("ntu120/xsetup", 120),
-                ("pku_v2", "cross_subject"): ("pku_v2/xsub", 41), ("pku_v2", "cross_view"): ("pku_v2/xview", 41),
+                ("ntu120", "cross_subject"): ("ntu120/xsub", 120),
+                ("ntu120", "cross_setup"): ("ntu120/xsetup", 120),
+                ("pku_v2", "cross_subject"): ("pku_v2/xsub", 41),
+                ("pku_v2", "cross_view"): ("pku_v2/xview", 41),
                 ("synthetic", "cross_subject"): ("synthetic/xsub", None),
                 ("synthetic", "cross_view"): ("synthetic/xview", None)}
     import synthetic
@@ -35,7 +37,8 @@ def test_registry_maps_every_pair_to_its_folder():
         assert dataset in D.DATASETS and protocol in D.PROTOCOLS
     custom = D.resolve_benchmark("custom", "cross_subject", "/somewhere/else")
     assert custom.folder == "/somewhere/else" and custom.num_class is None
-    with pytest.raises(ValueError, match="unknown benchmark 'ntu60' 'cross_setup'; valid pairs: ntu60 cross_subject"):
+    with pytest.raises(ValueError,
+                       match="unknown benchmark 'ntu60' 'cross_setup'; valid pairs: ntu60 cross_subject"):
         D.resolve_benchmark("ntu60", "cross_setup")
 
 

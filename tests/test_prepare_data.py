@@ -40,7 +40,8 @@ def loop_read_xyz(path, max_body=4, num_joint=25):
     for body in data:
         index = body.sum(-1).sum(-1) != 0
         body = body[index]
-        energy.append(0 if len(body) == 0 else body[:, :, 0].std() + body[:, :, 1].std() + body[:, :, 2].std())
+        energy.append(0 if len(body) == 0 else
+                      body[:, :, 0].std() + body[:, :, 1].std() + body[:, :, 2].std())
     index = np.array(energy).argsort()[::-1][0:2]
     return data[index].transpose(3, 1, 2, 0), [len(b) for b in frames]
 
@@ -101,7 +102,8 @@ def loop_pre_normalization(data, zaxis=(0, 1), xaxis=(8, 4)):
         if skeleton.sum() == 0:
             continue
         bottom, top = skeleton[0, 0, zaxis[0]], skeleton[0, 0, zaxis[1]]
-        matrix_z = loop_rotation_matrix(np.cross(top - bottom, [0, 0, 1]), loop_angle_between(top - bottom, [0, 0, 1]))
+        matrix_z = loop_rotation_matrix(np.cross(top - bottom, [0, 0, 1]),
+                                        loop_angle_between(top - bottom, [0, 0, 1]))
         for i_p, person in enumerate(skeleton):
             if person.sum() == 0:
                 continue
@@ -114,7 +116,8 @@ def loop_pre_normalization(data, zaxis=(0, 1), xaxis=(8, 4)):
         if skeleton.sum() == 0:
             continue
         right, left = skeleton[0, 0, xaxis[0]], skeleton[0, 0, xaxis[1]]
-        matrix_x = loop_rotation_matrix(np.cross(right - left, [1, 0, 0]), loop_angle_between(right - left, [1, 0, 0]))
+        matrix_x = loop_rotation_matrix(np.cross(right - left, [1, 0, 0]),
+                                        loop_angle_between(right - left, [1, 0, 0]))
         for i_p, person in enumerate(skeleton):
             if person.sum() == 0:
                 continue

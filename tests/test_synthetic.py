@@ -61,14 +61,16 @@ def test_forward_kinematics_keeps_bone_lengths():
         assert joints.shape == (60, 25, 3)
         for a, b, length in ((4, 5, body["upper_arm"]), (9, 10, body["forearm"]), (12, 13, body["thigh"]),
                              (17, 18, body["shin"]), (0, 1, body["spine"])):
-            np.testing.assert_allclose(np.linalg.norm(joints[:, a] - joints[:, b], axis=-1), length, rtol=1e-9)
+            distance = np.linalg.norm(joints[:, a] - joints[:, b], axis=-1)
+            np.testing.assert_allclose(distance, length, rtol=1e-9)
         # the performer's right side is +x when facing the camera (-z), as Kinect sees a person
     rest = S.forward_kinematics({k: np.zeros(1) for k in S.ANGLES}, body)[0]
     assert rest[8, 0] > rest[4, 0] and rest[16, 0] > rest[12, 0] and rest[3, 1] > rest[0, 1]
 
 
 def test_prepared_synthetic_set(tmp_path):
-    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "360", "--workers", "2", "--seed", "1"])
+    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "360", "--workers", "2",
+                     "--seed", "1"])
     assert sum(report["written"][f"xsub/{part}"] for part in ("train", "val")) == 360
     for bench in ("xsub", "xview"):
         train, val = load_split(str(tmp_path / bench), "train"), load_split(str(tmp_path / bench), "val")
