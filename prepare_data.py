@@ -619,7 +619,8 @@ def ntu_part(name: str, benchmark: str) -> str:
 
 
 def ntu_jobs(raw_dirs: list[str], benchmarks: list[str], missing: set[str], max_setup: int | None = None,
-             max_action: int | None = None) -> list[Job]:
+             max_action: int | None = None, only: set[str] | None = None) -> list[Job]:
+    """One job per raw file SsssCcccPpppRrrrAaaa.skeleton; `only` restricts to these sample names."""
     jobs, seen = [], set()
     for raw_dir in raw_dirs:
         if not os.path.isdir(raw_dir):
@@ -629,7 +630,7 @@ def ntu_jobs(raw_dirs: list[str], benchmarks: list[str], missing: set[str], max_
             if ext != ".skeleton" or not NTU_NAME.match(stem):
                 continue
             setup, _, _, _, action = (int(g) for g in NTU_NAME.match(stem).groups())
-            if stem in missing or stem in seen:
+            if stem in missing or stem in seen or (only is not None and stem not in only):
                 continue
             if (max_setup and setup > max_setup) or (max_action and action > max_action):
                 continue
@@ -730,8 +731,8 @@ def main(argv=None) -> dict:
         import synthetic  # noqa: PLC0415
         raw_dir = args.raw_dir or os.path.join(out, "raw")
         num_clips = args.num_clips or synthetic.DEFAULT_NUM_CLIPS
-        synthetic.generate(raw_dir, num_clips=num_clips, seed=args.seed, workers=args.workers)
-        jobs = ntu_jobs([raw_dir], args.benchmarks, set())
+        names = synthetic.generate(raw_dir, num_clips=num_clips, seed=args.seed, workers=args.workers)
+        jobs = ntu_jobs([raw_dir], args.benchmarks, set(), only=set(names))   # not older files there
     report = convert(jobs, out, args.benchmarks, workers=args.workers, skip_bad=args.skip_bad,
                      desc=args.dataset)
     for key, count in sorted(report["written"].items()):

@@ -86,3 +86,9 @@ def test_prepared_synthetic_set(tmp_path):
         distance = (b ** 2).sum(1)[:, None] + (a ** 2).sum(1)[None] - 2 * b @ a.T
         accuracy = (train.labels[distance.argmin(1)] == val.labels).mean()
         assert 3 / S.NUM_CLASSES < accuracy < 0.9, accuracy
+
+
+def test_regenerating_a_smaller_set_ignores_older_files(tmp_path):
+    P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "60", "--workers", "1"])
+    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "40", "--workers", "1", "--seed", "2"])
+    assert sum(report["written"][f"xview/{part}"] for part in ("train", "val")) == 40
