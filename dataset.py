@@ -320,16 +320,27 @@ def augment_pretrain_batch(clips: torch.Tensor, num_frame: torch.Tensor, window:
 # feeders
 
 
-class _ProcessRNG:
-    """A numpy Generator per process, seeded from torch's seed for that process (DataLoader workers get
-    distinct torch seeds each epoch, so augmentations differ across workers and epochs, and a seeded run
-    with num_workers=0 is reproducible)."""
+class _ClipRNG:
+    """Where a feeder's augmentation randomness comes from.
 
-    def __init__(self):
+    With a seed, clip `index` in epoch `e` draws from its own Generator seeded by (seed, e, index):
+    results then depend neither on the number of loader workers nor on the process count, and a run
+    resumed at an epoch boundary continues exactly as an uninterrupted one. Without a seed (the
+    released behaviour), one Generator per process, seeded from torch's seed for that process
+    (DataLoader workers get distinct torch seeds each epoch)."""
+
+    def __init__(self, seed: int | None = None):
+        self.seed = None if seed is None else int(seed)
+        self.epoch = 0
         self._pid = None
         self._rng = None
 
-    def get(self) -> np.random.Generator:
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def get(self, index: int) -> np.random.Generator:
+        if self.seed is not None:
+            return np.random.default_rng([self.seed % (2 ** 32), self.epoch, int(index)])
         pid = os.getpid()
         if self._rng is None or self._pid != pid:
             self._rng = np.random.default_rng(torch.initial_seed() % (2 ** 63))
@@ -341,13 +352,18 @@ class PretrainFeeder(Dataset):
     """Self-supervised pretraining: each item is two independently augmented views (x_q, x_k).
 
     augment='none' returns the raw clip (3, T, 25, 2) and its frame count instead, for
-    `augment_pretrain_batch` on the model's device."""
+    `augment_pretrain_batch` on the model's device. `seed` (optional) makes the views a function of
+    (seed, epoch, index); call `set_epoch` every epoch then."""
 
-    def __init__(self, split: SkeletonSplit, window: int = WINDOW, augment: str = "numpy"):
+    def __init__(self, split: SkeletonSplit, window: int = WINDOW, augment: str = "numpy",
+                 seed: int | None = None):
         if augment not in ("numpy", "none"):
             raise ValueError(f"augment must be 'numpy' or 'none', got {augment!r}")
         self.split, self.window, self.augment = split, window, augment
-        self._rng = _ProcessRNG()
+        self._rng = _ClipRNG(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._rng.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -357,7 +373,7 @@ class PretrainFeeder(Dataset):
         num_frame = int(self.split.num_frame[index])
         if self.augment == "none":
             return torch.from_numpy(np.array(clip)), num_frame
-        rng = self._rng.get()
+        rng = self._rng.get(index)
         x_q = augment_pretrain(clip, num_frame, rng, self.window)
         x_k = augment_pretrain(clip, num_frame, rng, self.window)
         return torch.from_numpy(x_q), torch.from_numpy(x_k)
@@ -366,13 +382,17 @@ class PretrainFeeder(Dataset):
 class DownstreamFeeder(Dataset):
     """Labelled clips: random crop (scale U(0.5, 1)) for training, 0.95 centre crop otherwise."""
 
-    def __init__(self, split: SkeletonSplit, train: bool, window: int = WINDOW, indices=None):
+    def __init__(self, split: SkeletonSplit, train: bool, window: int = WINDOW, indices=None,
+                 seed: int | None = None):
         self.split, self.train, self.window = split, train, window
         self.indices = np.arange(len(split)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(split)):
             raise IndexError(f"indices must lie in [0, {len(split)}), got min {self.indices.min()} "
                              f"max {self.indices.max()}")
-        self._rng = _ProcessRNG()
+        self._rng = _ClipRNG(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._rng.set_epoch(epoch)
 
     @property
     def labels(self) -> np.ndarray:
@@ -386,7 +406,7 @@ class DownstreamFeeder(Dataset):
         clip = np.asarray(self.split.data[i], dtype=np.float32)
         num_frame = int(self.split.num_frame[i])
         if self.train:
-            x = random_crop_resize(clip, num_frame, self._rng.get(), (0.5, 1.0), self.window)
+            x = random_crop_resize(clip, num_frame, self._rng.get(i), (0.5, 1.0), self.window)
         else:
             x = center_crop_resize(clip, num_frame, 0.95, self.window)
         return torch.from_numpy(x), int(self.split.labels[i])

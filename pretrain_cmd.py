@@ -140,32 +140,6 @@ def _seed_from(*values: int) -> int:
                % (2 ** 63))
 
 
-class EpochSeededPretrainFeeder(dataset.PretrainFeeder):
-    """PretrainFeeder whose two augmented views depend only on (seed, epoch, index).
-
-    The released feeder draws from whatever numpy state each loader worker happens to have; here every
-    clip gets its own Generator, so results do not depend on the number of workers or processes and a
-    resumed run continues exactly where an uninterrupted one would be.
-    """
-
-    def __init__(self, split, seed: int, window: int = dataset.WINDOW, augment: str = "numpy"):
-        super().__init__(split, window=window, augment=augment)
-        self.seed, self.epoch = int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __getitem__(self, index: int):
-        if self.augment == "none":
-            return super().__getitem__(index)
-        rng = np.random.default_rng([self.seed % (2 ** 32), self.epoch, int(index)])
-        clip = np.asarray(self.split.data[index], dtype=np.float32)
-        num_frame = int(self.split.num_frame[index])
-        x_q = dataset.augment_pretrain(clip, num_frame, rng, self.window)
-        x_k = dataset.augment_pretrain(clip, num_frame, rng, self.window)
-        return torch.from_numpy(x_q), torch.from_numpy(x_k)
-
-
 @dataclass
 class TrainResult:
     model: nn.Module            # the CMD model (not the DDP wrapper)
@@ -247,8 +221,8 @@ class Run:
             raise UsageError(f"cannot load the pretraining data: {exc}") from exc
         self.data_folder = benchmark.folder
         self.per_rank_batch = a.batch_size // self.world
-        self.train_set = EpochSeededPretrainFeeder(split, seed=a.seed,
-                                                   augment="none" if a.batch_augment else "numpy")
+        self.train_set = dataset.PretrainFeeder(split, seed=a.seed,
+                                                augment="none" if a.batch_augment else "numpy")
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.dist_info.rank,
                                           shuffle=True, seed=a.seed, drop_last=False)
         self.loader_generator = torch.Generator()

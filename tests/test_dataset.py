@@ -125,6 +125,29 @@ def test_pretrain_feeder_is_reproducible_for_a_torch_seed(tmp_path):
     assert torch.equal(views[0], views[1])
 
 
+def test_seeded_feeders_depend_only_on_seed_epoch_and_index(tmp_path):
+    """With a seed, a clip's views are a function of (seed, epoch, index): not of the order in which
+    clips are read (loader workers) nor of torch's global seed."""
+    write_split(str(tmp_path), "train")
+    split = D.load_split(str(tmp_path), "train")
+    torch.manual_seed(1)
+    forward = D.PretrainFeeder(split, seed=7)
+    forward.set_epoch(3)
+    ahead = [forward[i][0] for i in range(6)]
+    torch.manual_seed(2)
+    backward = D.PretrainFeeder(split, seed=7)
+    backward.set_epoch(3)
+    behind = [backward[i][0] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(ahead, behind))
+    backward.set_epoch(4)
+    assert not torch.equal(backward[0][0], ahead[0])
+    assert not torch.equal(D.PretrainFeeder(split, seed=8)[0][0], D.PretrainFeeder(split, seed=7)[0][0])
+    crops = D.DownstreamFeeder(split, train=True, seed=7)
+    first = crops[1][0]
+    crops[0], crops[2]  # reading other clips in between changes nothing
+    assert torch.equal(crops[1][0], first)
+
+
 def test_downstream_feeder(tmp_path):
     write_split(str(tmp_path), "val", labels=[3, 1, 4, 1, 5, 9])
     split = D.load_split(str(tmp_path), "val")
