@@ -1,31 +1,11 @@
 #!/usr/bin/env bash
 # CMD pretraining on NTU RGB+D 60 cross-view: the paper's recipe
 # (BiGRU, MLP head, lr 0.01, batch 64, 451 epochs, lr x0.1 at 351).
-# Designed for one GPU. Extra arguments are forwarded: e.g. --resume auto, --device cpu, --data-dir DIR.
+# Designed for one GPU; the shared flags are in scripts/pretrain_recipe.sh.
+# Extra arguments are forwarded and win: e.g. --resume auto, --device cpu, --data-dir DIR.
 # Several GPUs: NPROC=4 bash scripts/pretrain_ntu60_xview.sh (torchrun; --batch-size stays the global batch).
 # Run from the repository root: data from ./data, checkpoints to
 #   ./checkpoints/ntu60_cross_view unless overridden.
 set -euo pipefail
-PY=${PYTHON:-python}
-HERE=$(dirname "$0")
-if [ "${NPROC:-1}" -gt 1 ]; then
-    LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC")
-else
-    LAUNCH=("$PY")
-fi
-exec "${LAUNCH[@]}" "$HERE/../pretrain_cmd.py" \
-    --lr 0.01 \
-    --batch-size 64 \
-    --teacher-t 0.05 \
-    --student-t 0.1 \
-    --topk 8192 \
-    --mlp \
-    --contrast-t 0.07 \
-    --contrast-k 16384 \
-    --checkpoint-path ./checkpoints/ntu60_cross_view \
-    --schedule 351 \
-    --epochs 451 \
-    --pre-dataset ntu60 \
-    --skeleton-representation seq-based \
-    --protocol cross_view \
-    "$@"
+source "$(dirname "$0")/pretrain_recipe.sh"
+pretrain_recipe ntu60 cross_view 451 351 "$@"
