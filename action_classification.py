@@ -129,13 +129,13 @@ def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int) 
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        streams = evaluation.stream_logits(model, x)
+        streams = model.stream_logits(x)
         # each stream trains its own head (and encoder): a sum of independent losses, as three separate runs
         loss = sum(criterion(logits, y) for logits in streams.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        fused = torch.stack(list(streams.values())).mean(dim=0)
+        fused = model.fuse_logits(streams)
         loss_meter.update(loss.item(), len(y))
         top1_meter.update(100.0 * evaluation.topk_correct(fused.detach(), y, (1,))[1] / len(y), len(y))
         bar.set_postfix(loss=f"{loss_meter.avg:.4f}", top1=f"{top1_meter.avg:.1f}")
@@ -149,8 +149,8 @@ def evaluate(model, loader, device) -> dict:
     correct, stream_correct, total = {1: 0, 5: 0}, {}, 0
     for x, y in tqdm(loader, desc="test", leave=False, dynamic_ncols=True):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        streams = evaluation.stream_logits(model, x)
-        fused = torch.stack(list(streams.values())).mean(dim=0)
+        streams = model.stream_logits(x)
+        fused = model.fuse_logits(streams)
         for k, v in evaluation.topk_correct(fused, y, (1, 5)).items():
             correct[k] += v
         if len(streams) > 1:
@@ -161,10 +161,6 @@ def evaluate(model, loader, device) -> dict:
     if stream_correct:
         result["stream_top1"] = {mod: 100.0 * c / total for mod, c in stream_correct.items()}
     return result
-
-
-def _plain(args) -> dict:
-    return {k: v for k, v in vars(args).items()}
 
 
 def _resume_path(path: str) -> str:
@@ -247,7 +243,7 @@ def main(argv=None) -> dict:
                 best = dict(last)
                 if args.checkpoint_path:
                     best_state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "best": best,
-                                  "args": _plain(args)}
+                                  "args": runtime.plain_args(args)}
                     best_path = os.path.join(args.checkpoint_path, "model_best.pth.tar")
                     checkpoints.atomic_save(best_state, best_path)
             print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
@@ -256,7 +252,8 @@ def main(argv=None) -> dict:
         if args.checkpoint_path:
             checkpoints.atomic_save({
                 "epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "best": best, "history": history, "args": _plain(args), "rng": runtime.rng_state(),
+                "best": best, "history": history, "args": runtime.plain_args(args),
+                "rng": runtime.rng_state(),
                 "train_indices": None if train_indices is None else torch.as_tensor(train_indices),
                 "subset_seed": subset_seed,
             }, os.path.join(args.checkpoint_path, checkpoints.LAST_CHECKPOINT))

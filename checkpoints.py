@@ -13,19 +13,16 @@ import re
 import torch
 import torch.nn as nn
 
+import runtime
+
 CHECKPOINT_PATTERN = "checkpoint_{epoch:04d}.pth.tar"
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
 
 
 def atomic_save(obj, path: str) -> None:
     """torch.save to `path.tmp`, fsync, rename. A crash mid-write leaves the previous file intact."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+    with runtime.atomic_open(path, "wb") as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

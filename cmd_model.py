@@ -160,6 +160,8 @@ def add_mlp_head(encoder: nn.Module) -> None:
 
 
 ENCODERS = {"bigru": BiGRUEncoder}
+# the released --skeleton-representation / --finetune-skeleton-representation values and their encoders
+SKELETON_REPRESENTATIONS = {"seq-based": "bigru", "graph-based": "stgcn"}
 
 
 def build_encoder(name: str, num_class: int, hidden_size: int = 1024, mlp: bool = False, **kw) -> nn.Module:
@@ -307,9 +309,19 @@ class CMDClassifier(nn.Module):
                  for mod in self._modalities()]
         return torch.cat(feats, dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = [getattr(self, self.ENCODER_NAMES[mod])(to_modality(x, mod)) for mod in self._modalities()]
+    def stream_logits(self, x: torch.Tensor) -> dict:
+        """Logits of every stream the view uses, by modality; `fuse_logits` of them is `forward(x)`."""
+        return {mod: getattr(self, self.ENCODER_NAMES[mod])(to_modality(x, mod))
+                for mod in self._modalities()}
+
+    @staticmethod
+    def fuse_logits(streams: dict) -> torch.Tensor:
+        """The 3-stream fusion: the mean of the streams' logits (one stream: its logits)."""
+        logits = list(streams.values())
         return logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse_logits(self.stream_logits(x))
 
     def load_pretrained(self, state_dict: dict, source: str = "checkpoint") -> None:
         """Released rule: keep `encoder_q*` weights, drop their `fc`; KeyError listing mismatches."""

@@ -26,8 +26,6 @@ import cmd_model
 import dataset
 import runtime
 
-# the released --finetune-skeleton-representation values and the encoders they name here
-SKELETON_REPRESENTATIONS = {"seq-based": "bigru", "graph-based": "stgcn"}
 DEFAULT_ENCODER = "bigru"
 DEFAULT_HIDDEN_SIZE = 1024
 MATPLOTLIB_MISSING = "--tsne needs matplotlib, an optional dependency: pip install matplotlib"
@@ -46,7 +44,7 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--view", default="joint", choices=cmd_model.CMDClassifier.VIEWS,
                         help="stream to evaluate; 'all' is the 3-stream fusion (mean of the heads' logits)")
     parser.add_argument("--finetune-skeleton-representation", default=None,
-                        choices=sorted(SKELETON_REPRESENTATIONS),
+                        choices=sorted(cmd_model.SKELETON_REPRESENTATIONS),
                         help="released name of the encoder type (seq-based = bigru, graph-based = stgcn)")
     parser.add_argument("--encoder", default=None, choices=sorted(cmd_model.ENCODERS),
                         help="encoder type (default: the checkpoint's, else bigru)")
@@ -151,7 +149,7 @@ def resolve_model_config(args, source: PretrainedSource) -> dict:
     representation = getattr(args, "finetune_skeleton_representation", None)
     cli_encoder = args.encoder
     if representation is not None:
-        mapped = SKELETON_REPRESENTATIONS[representation]
+        mapped = cmd_model.SKELETON_REPRESENTATIONS[representation]
         if cli_encoder is not None and cli_encoder != mapped:
             raise ValueError(f"--finetune-skeleton-representation {representation} means encoder {mapped!r}, "
                              f"but --encoder {cli_encoder!r} was given")
@@ -192,12 +190,6 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     return model.to(device), config
 
 
-def stream_logits(model: cmd_model.CMDClassifier, x: torch.Tensor) -> dict:
-    """Logits of every stream the view uses, by modality; their mean is model(x)."""
-    mods = cmd_model.MODALITIES if model.view == "all" else (model.view,)
-    return {mod: getattr(model, model.ENCODER_NAMES[mod])(cmd_model.to_modality(x, mod)) for mod in mods}
-
-
 @torch.no_grad()
 def extract_features(model, loader, device: torch.device, desc: str = "features"):
     """Pre-head features of the model's view (eval mode) and labels, both on `device`."""
@@ -224,11 +216,8 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> dict:
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+    with runtime.atomic_open(path, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def write_tb_embedding(logdir: str, features: np.ndarray, labels: np.ndarray,
@@ -268,11 +257,9 @@ def plot_tsne(path: str, features: np.ndarray, labels: np.ndarray, seed: int | N
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or f"t-SNE of {n} test features, {len(classes)} classes")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    with runtime.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return embedding
 
 
@@ -310,7 +297,7 @@ def results_record(args, benchmark, source: PretrainedSource, model_config: dict
         "time": {"started": _iso(started), "finished": _iso(finished),
                  "seconds": round(finished - started, 3)},
         "environment": {"torch": torch.__version__, "python": platform.python_version()},
-        "args": {k: v for k, v in vars(args).items()},
+        "args": runtime.plain_args(args),
     }
     record.update(extra or {})
     return record

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+import dataset
+
 MAX_BODIES_KINECT = 4    # bodies kept from a raw file, in file order
 MAX_BODIES = 2           # bodies kept by energy
 NUM_JOINTS = 25
@@ -517,18 +519,17 @@ class _PartWriter:
             self.data = None
             os.replace(short, self.tmp_data)
         self.data = None
-        paths = {k: os.path.join(self.folder, f"{self.part}_{k}") for k in ("data_joint.npy", "label.pkl",
-                                                                             "num_frame.npy")}
-        tmp_label = paths["label.pkl"] + ".tmp"
+        paths = dataset.split_paths(self.folder, self.part)
+        tmp_label = paths["label"] + ".tmp"
         with open(tmp_label, "wb") as f:
             pickle.dump((self.names, self.labels), f)
         tmp_frames = os.path.join(self.folder, f".{self.part}_num_frame.npy.tmp")
         with open(tmp_frames, "wb") as f:
             np.save(f, np.asarray(self.num_frame, dtype=np.int64))
-        os.replace(tmp_label, paths["label.pkl"])
-        os.replace(tmp_frames, paths["num_frame.npy"])
-        os.replace(self.tmp_data, paths["data_joint.npy"])
-        return paths["data_joint.npy"]
+        os.replace(tmp_label, paths["label"])
+        os.replace(tmp_frames, paths["num_frame"])
+        os.replace(self.tmp_data, paths["data"])
+        return paths["data"]
 
 
 def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int = 1, skip_bad: bool = False,

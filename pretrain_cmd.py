@@ -37,8 +37,6 @@ import cmd_model
 import dataset
 import runtime
 
-# released --skeleton-representation values -> our encoder names
-REPRESENTATION_ENCODERS = {"seq-based": "bigru", "graph-based": "stgcn"}
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
 STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
               "top1_joint", "top1_motion", "top1_bone")
@@ -81,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of initialisation, shuffling and augmentation (drawn at random and recorded "
                         "in config.json when not given)")
     p.add_argument("--checkpoint-path", default="./checkpoints", type=str, help="where checkpoints go")
-    p.add_argument("--skeleton-representation", default="seq-based", choices=sorted(REPRESENTATION_ENCODERS),
+    p.add_argument("--skeleton-representation", default="seq-based",
+                   choices=sorted(cmd_model.SKELETON_REPRESENTATIONS),
                    help="input representation: seq-based (BiGRU) or graph-based (ST-GCN); "
                         "--encoder overrides")
     p.add_argument("--pre-dataset", default="ntu60", type=str,
@@ -173,7 +172,7 @@ class Run:
     def _validate_args(self) -> None:
         a = self.args
         if a.encoder is None:
-            a.encoder = REPRESENTATION_ENCODERS[a.skeleton_representation]
+            a.encoder = cmd_model.SKELETON_REPRESENTATIONS[a.skeleton_representation]
         if a.encoder not in cmd_model.ENCODERS:
             raise UsageError(f"--skeleton-representation {a.skeleton_representation} needs encoder "
                              f"{a.encoder!r}, which this version does not have; available encoders: "
@@ -322,7 +321,7 @@ class Run:
         a = self.args
         state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
-                 "args": _plain_args(a), "rng": runtime.rng_state()}
+                 "args": runtime.plain_args(a), "rng": runtime.rng_state()}
         if self.use_amp:
             state["scaler"] = self.scaler.state_dict()
         last = os.path.join(a.checkpoint_path, checkpoints.LAST_CHECKPOINT)
@@ -398,7 +397,7 @@ class Run:
 
     def write_config(self) -> None:
         a = self.args
-        config = dict(_plain_args(a), world_size=self.world, per_process_batch=self.per_rank_batch,
+        config = dict(runtime.plain_args(a), world_size=self.world, per_process_batch=self.per_rank_batch,
                       device=str(self.device), data_folder=self.data_folder, train_clips=len(self.train_set),
                       steps_per_epoch=len(self.loader), torch_version=torch.__version__, argv=sys.argv)
         runtime.atomic_write_json(os.path.join(a.checkpoint_path, "config.json"), config)
@@ -458,11 +457,6 @@ class Run:
             if self.writer is not None:
                 self.writer.close()
         return TrainResult(self.model, epochs_done, total_steps, self.last_checkpoint)
-
-
-def _plain_args(args) -> dict:
-    """The CLI arguments as a dict of plain values (loadable with weights_only=True)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
 
 
 def _drop_records_from(path: str, epoch: int) -> None:

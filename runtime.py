@@ -5,6 +5,7 @@ running meters, and the JSON/JSONL writers. Nothing here knows about skeletons o
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -120,15 +121,29 @@ class AverageMeter:
         return self.sum / max(self.count, 1)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write to `path.tmp`, fsync, then rename: a reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+    """Open `path.tmp` for writing; on a clean exit flush, fsync and rename it to `path`.
+
+    A reader never sees half a file, and a crash mid-write leaves the previous `path` intact.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, mode) as f:
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def plain_args(args) -> dict:
+    """Parsed CLI arguments as a dict of plain values (tuples as lists), for JSON and weights_only loads."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
 
 
 def atomic_write_json(path: str, obj) -> None:

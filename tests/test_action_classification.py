@@ -159,7 +159,7 @@ def test_fused_view_is_the_mean_of_the_stream_logits(tiny):
     _, model, _ = _build(tiny, view="all")
     model.eval()
     x = torch.randn(4, 3, 16, 25, 2)
-    streams = evaluation.stream_logits(model, x)
+    streams = model.stream_logits(x)
     assert list(streams) == list(cmd_model.MODALITIES)
     torch.testing.assert_close(torch.stack(list(streams.values())).mean(0), model(x))
     assert len(ac.prepare_heads(model, linear=True)) == 6           # three heads, weight and bias each
