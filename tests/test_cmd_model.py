@@ -7,6 +7,7 @@ import torch.nn as nn
 import checkpoints
 import cmd_model
 from cmd_model import CMD, BiGRUEncoder, CMDClassifier
+from two_processes import run_two_processes
 
 H, T, N = 32, 12, 4
 SPEC_PAIRS_1BASED = [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
@@ -374,21 +375,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
 
 
 def test_cmd_under_ddp_gathers_keys_from_both_ranks(tmp_path):
-    import time
-
-    import torch.multiprocessing as mp
-    ctx = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path)),
-                             nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 180
-    try:
-        while not ctx.join(timeout=5):
-            if time.monotonic() > deadline:
-                pytest.fail("two-process DDP test did not finish within 180 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    r0, r1 = run_two_processes(_ddp_worker, tmp_path, timeout_s=180)
     for name, value in r0["state"].items():
         assert torch.equal(value, r1["state"][name]), name
     for m in cmd_model.MODALITIES:

@@ -1,14 +1,13 @@
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
 import moco
+from two_processes import run_two_processes
 
 
 class Owner(nn.Module):
@@ -126,18 +125,7 @@ def _distributed_worker(rank, world, init_file, out_dir):
 
 
 def test_two_process_enqueue_gathers_keys_from_both_ranks(tmp_path):
-    ctx = mp.start_processes(_distributed_worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path)),
-                             nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
-    try:
-        while not ctx.join(timeout=5):
-            if time.monotonic() > deadline:
-                pytest.fail("two-process gloo test did not finish within 120 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    results = run_two_processes(_distributed_worker, tmp_path, timeout_s=120)
     s0, s1 = results[0]["state"], results[1]["state"]
     for name in s0:
         assert torch.equal(s0[name], s1[name]), f"{name} differs between ranks"
