@@ -14,32 +14,21 @@
 # RESULTS=dir (default ./results/linear), PYTHON=python, DRY_RUN=1 prints the commands only.
 # Extra arguments are forwarded, e.g. --device cpu, --data-dir DIR, -j 8.
 set -euo pipefail
-ROOT=./checkpoints
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then   # a first argument that is not a flag is the root
-    ROOT=$1
-    shift
-fi
-PY=${PYTHON:-python}
-HERE=$(dirname "$0")
+source "$(dirname "$0")/eval_common.sh" "$@"   # PY, HERE, ROOT (a first argument that is not a flag), run
+shift "$ROOT_SHIFT"
 VIEW=${VIEW:-joint}
 RESULTS=${RESULTS:-./results/linear}
 BENCHMARKS=${BENCHMARKS:-"ntu60:cross_subject ntu60:cross_view ntu120:cross_subject ntu120:cross_setup pku_v2:cross_subject"}
-
-default_checkpoint() {  # the last checkpoint of the released pretraining schedule of that benchmark
-    if [ "$1" = pku_v2 ]; then echo checkpoint_1000.pth.tar; else echo checkpoint_0450.pth.tar; fi
-}
 
 for bench in $BENCHMARKS; do
     dataset=${bench%%:*}
     protocol=${bench##*:}
     ckpt="$ROOT/${dataset}_${protocol}/${CHECKPOINT:-$(default_checkpoint "$dataset")}"
-    cmd=("$PY" "$HERE/../action_classification.py"
-         --lr 0.1 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5
-         --pretrained "$ckpt"
-         --finetune-dataset "$dataset" --protocol "$protocol"
-         --finetune-skeleton-representation seq-based --view "$VIEW"
-         --output "$RESULTS/${dataset}_${protocol}_${VIEW}.json"
-         "$@")
-    echo "+ ${cmd[*]}"
-    [ -n "${DRY_RUN:-}" ] || "${cmd[@]}"
+    run "$PY" "$HERE/../action_classification.py" \
+        --lr 0.1 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
+        --pretrained "$ckpt" \
+        --finetune-dataset "$dataset" --protocol "$protocol" \
+        --finetune-skeleton-representation seq-based --view "$VIEW" \
+        --output "$RESULTS/${dataset}_${protocol}_${VIEW}.json" \
+        "$@"
 done

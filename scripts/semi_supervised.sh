@@ -14,13 +14,8 @@
 # ./results/semi), PYTHON, DRY_RUN=1 (print the commands only), SUMMARY_ONLY=1 (only summarise the
 # JSON files already in RESULTS).
 set -euo pipefail
-ROOT=./checkpoints
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then   # a first argument that is not a flag is the root
-    ROOT=$1
-    shift
-fi
-PY=${PYTHON:-python}
-HERE=$(dirname "$0")
+source "$(dirname "$0")/eval_common.sh" "$@"   # PY, HERE, ROOT (a first argument that is not a flag), run
+shift "$ROOT_SHIFT"
 RESULTS=${RESULTS:-./results/semi}
 PROTOCOLS=${PROTOCOLS:-"cross_subject cross_view"}
 RATIOS=${RATIOS:-"0.01 0.05 0.1 0.2"}
@@ -31,15 +26,13 @@ if [ -z "${SUMMARY_ONLY:-}" ]; then
         ckpt="$ROOT/ntu60_${protocol}/${CHECKPOINT:-checkpoint_0450.pth.tar}"
         for ratio in $RATIOS; do
             for seed in $SEEDS; do
-                cmd=("$PY" "$HERE/../action_classification.py" --finetune
-                     --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5
-                     --data-ratio "$ratio" --subset-seed "$seed" --seed "$seed"
-                     --pretrained "$ckpt" --finetune-dataset ntu60 --protocol "$protocol"
-                     --finetune-skeleton-representation seq-based --view joint
-                     --output "$RESULTS/ntu60_${protocol}_ratio${ratio}_seed${seed}.json"
-                     "$@")
-                echo "+ ${cmd[*]}"
-                [ -n "${DRY_RUN:-}" ] || "${cmd[@]}"
+                run "$PY" "$HERE/../action_classification.py" --finetune \
+                    --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
+                    --data-ratio "$ratio" --subset-seed "$seed" --seed "$seed" \
+                    --pretrained "$ckpt" --finetune-dataset ntu60 --protocol "$protocol" \
+                    --finetune-skeleton-representation seq-based --view joint \
+                    --output "$RESULTS/ntu60_${protocol}_ratio${ratio}_seed${seed}.json" \
+                    "$@"
             done
         done
     done

@@ -10,25 +10,18 @@
 # Environment: SOURCES (default "ntu60 ntu120"), CHECKPOINT, RESULTS (default ./results/transfer),
 # SEED (default 1), PYTHON, DRY_RUN=1 (print the commands only).
 set -euo pipefail
-ROOT=./checkpoints
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then   # a first argument that is not a flag is the root
-    ROOT=$1
-    shift
-fi
-PY=${PYTHON:-python}
-HERE=$(dirname "$0")
+source "$(dirname "$0")/eval_common.sh" "$@"   # PY, HERE, ROOT (a first argument that is not a flag), run
+shift "$ROOT_SHIFT"
 RESULTS=${RESULTS:-./results/transfer}
 SOURCES=${SOURCES:-"ntu60 ntu120"}
 
 for source in $SOURCES; do
     ckpt="$ROOT/${source}_cross_subject/${CHECKPOINT:-checkpoint_0450.pth.tar}"
-    cmd=("$PY" "$HERE/../action_classification.py" --finetune
-         --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5
-         --seed "${SEED:-1}"
-         --pretrained "$ckpt" --finetune-dataset pku_v2 --protocol cross_subject
-         --finetune-skeleton-representation seq-based --view joint
-         --output "$RESULTS/${source}_xsub_to_pku_v2_xsub.json"
-         "$@")
-    echo "+ ${cmd[*]}"
-    [ -n "${DRY_RUN:-}" ] || "${cmd[@]}"
+    run "$PY" "$HERE/../action_classification.py" --finetune \
+        --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
+        --seed "${SEED:-1}" \
+        --pretrained "$ckpt" --finetune-dataset pku_v2 --protocol cross_subject \
+        --finetune-skeleton-representation seq-based --view joint \
+        --output "$RESULTS/${source}_xsub_to_pku_v2_xsub.json" \
+        "$@"
 done
