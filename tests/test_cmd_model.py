@@ -202,7 +202,7 @@ def test_cmd_step_against_independent_computation():
         for b in cmd_model.MODALITIES:
             if a != b:
                 ref = reference_kl(sims_q[b], sims_k[a], 16, 0.05, 0.1)
-                assert abs(out.distill_terms[f"{a}->{b}"].item() - ref) < 1e-6, (a, b)
+                assert abs(out.distill_terms[f"{a}->{b}"].item() - ref) < 1e-6 * max(1.0, abs(ref)), (a, b)
                 total += ref
     assert len(out.distill_terms) == 6
     assert abs(out.loss_cmd.item() - 0.5 * total) < 1e-6
