@@ -181,20 +181,22 @@ class _PeakRSS:
         self.peak = max(self.peak, self.current())
 
 
-def _matmul_gflops(torch, device, repeats: int = 3) -> float:
-    """Measured float32 matrix-multiply throughput (best of `repeats` square products), GFLOP/s."""
+def _matmul_gflops(torch, device, repeats: int = 3) -> tuple[float, float]:
+    """Measured float32 matrix-multiply throughput (best of `repeats` square products), GFLOP/s of wall
+    time and of this process's CPU time (the same on a quiet machine; CPU time ignores other processes)."""
     size = 8192 if device.type == "cuda" else 1536
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     a @ b
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         a @ b
         _sync(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    return 2 * size ** 3 / best / 1e9, 2 * size ** 3 / max(best_cpu, 1e-9) / 1e9
 
 
 def run_train(args) -> dict:
@@ -263,9 +265,11 @@ def run_train(args) -> dict:
           f"{'autocast ' + str(amp_dtype) if amp_dtype else 'float32'}; median of {args.steps} steps after "
           f"{args.warmup} warm-up, modes interleaved step by step")
     print(GRU_FORMULA)
-    matmul = _matmul_gflops(torch, device)
+    matmul, matmul_cpu = _matmul_gflops(torch, device)
     times = {mode: [] for mode in args.modes}
+    cpu_times = {mode: [] for mode in args.modes}
     enc_times = {mode: [] for mode in args.modes}
+    enc_cpu_times = {mode: [] for mode in args.modes}
     peaks = {mode: 0 for mode in args.modes}
     for i in range(args.warmup + args.steps):
         for mode in args.modes:
@@ -274,46 +278,58 @@ def run_train(args) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
             with _PeakRSS() as rss:
                 _sync(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 step()
                 _sync(device)
-                elapsed = time.perf_counter() - start
+                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
             peaks[mode] = max(peaks[mode], peak)
             if grus:
                 _sync(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 encoder_pass()
                 _sync(device)
-                enc_elapsed = time.perf_counter() - start
+                enc_elapsed, enc_cpu = time.perf_counter() - start, time.process_time() - start_cpu
                 model.zero_grad(set_to_none=True)
             if i >= args.warmup:
                 times[mode].append(elapsed)
+                cpu_times[mode].append(elapsed_cpu)
                 if grus:
                     enc_times[mode].append(enc_elapsed)
-    base = statistics.median(times["loop"]) if "loop" in times else None
-    memory = "peak GPU memory" if device.type == "cuda" else "peak RSS"
-    print(f"float32 matrix-multiply throughput measured here: {matmul:.1f} GFLOP/s")
-    print(f"{'BiGRU mode':<14}{'runs':<8}{'s / step':>10}{'clips/s':>10}{'vs loop':>9}{'enc GFLOP/s':>13}"
-          f"{'share':>8}{'step GRU GFLOP/s':>18}{memory + ' GiB':>18}")
+                    enc_cpu_times[mode].append(enc_cpu)
+    med = statistics.median
+    base = med(times["loop"]) if "loop" in times else None
+    base_cpu = med(cpu_times["loop"]) if "loop" in times else None
+    memory = "GPU peak" if device.type == "cuda" else "RSS peak"
+    print(f"float32 matrix-multiply throughput measured here: {matmul:.1f} GFLOP/s wall, "
+          f"{matmul_cpu:.1f} GFLOP/s of process CPU time")
+    print(f"{'BiGRU mode':<11}{'runs':<7}{'s/step':>8}{'clips/s':>8}{'vs loop':>8}{'enc GFLOP/s':>12}"
+          f"{'share':>6}{'step GRU':>9}{'CPU s/step':>11}{'vs loop':>8}{'CPU share':>10}{memory + ' GiB':>13}")
     for mode in args.modes:
-        seconds = statistics.median(times[mode])
-        enc_s = statistics.median(enc_times[mode]) if grus else float("nan")
+        seconds, cpu_s = med(times[mode]), med(cpu_times[mode])
+        enc_s = med(enc_times[mode]) if grus else float("nan")
+        enc_cpu = med(enc_cpu_times[mode]) if grus else float("nan")
         enc_gflops = 2 * 3 * macs_encoder / enc_s / 1e9 if grus else float("nan")
+        enc_gflops_cpu = 2 * 3 * macs_encoder / max(enc_cpu, 1e-9) / 1e9 if grus else float("nan")
         step_gflops = 2 * 12 * macs_encoder / seconds / 1e9
         entry = {"s_per_step": seconds, "clips_per_s": n / seconds, "times": times[mode],
                  "speedup_vs_loop": base / seconds if base else None, "implementation": implementation[mode],
+                 "cpu_s_per_step": cpu_s, "cpu_speedup_vs_loop": base_cpu / cpu_s if base_cpu else None,
                  "encoder_fwd_bwd_s": enc_s, "encoder_gflops": enc_gflops,
-                 "encoder_share_of_matmul": enc_gflops / matmul, "step_gru_gflops": step_gflops,
-                 "peak_memory_bytes": peaks[mode]}
+                 "encoder_share_of_matmul": enc_gflops / matmul, "encoder_cpu_s": enc_cpu,
+                 "encoder_share_of_matmul_cpu_time": enc_gflops_cpu / matmul_cpu,
+                 "step_gru_gflops": step_gflops, "peak_memory_bytes": peaks[mode]}
         result["modes"][mode] = entry
-        ratio = f"{base / seconds:>8.2f}x" if base else f"{'-':>9}"
-        print(f"{mode:<14}{implementation[mode]:<8}{seconds:>10.3f}{n / seconds:>10.1f}{ratio}"
-              f"{enc_gflops:>13.1f}{100 * enc_gflops / matmul:>7.0f}%{step_gflops:>18.1f}"
-              f"{peaks[mode] / 2 ** 30:>18.2f}")
-    result["matmul_gflops"] = matmul
-    print("enc GFLOP/s: one BiGRU encoder's forward+backward alone (3x the forward count above); share: of "
-          "the matrix-multiply throughput; step GRU GFLOP/s: the step's GRU work over the whole step time")
+        ratio = f"{base / seconds:>7.2f}x" if base else f"{'-':>8}"
+        ratio_cpu = f"{base_cpu / cpu_s:>7.2f}x" if base_cpu else f"{'-':>8}"
+        print(f"{mode:<11}{implementation[mode]:<7}{seconds:>8.3f}{n / seconds:>8.1f}{ratio}"
+              f"{enc_gflops:>12.1f}{100 * enc_gflops / matmul:>5.0f}%{step_gflops:>9.1f}"
+              f"{cpu_s:>11.3f}{ratio_cpu}{100 * enc_gflops_cpu / matmul_cpu:>9.0f}%"
+              f"{peaks[mode] / 2 ** 30:>13.2f}")
+    result["matmul_gflops"], result["matmul_gflops_cpu_time"] = matmul, matmul_cpu
+    print("enc GFLOP/s: one BiGRU encoder's forward+backward alone (3x the forward count); share: of the "
+          "matrix-multiply throughput; step GRU: the step's GRU GFLOP over the whole step's wall time; CPU "
+          "columns: the same from this process's CPU time (all its threads), robust to other processes")
     del model, optimizer, grus
 
     if not args.no_augment:
