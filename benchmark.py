@@ -304,7 +304,8 @@ def run_train(args) -> dict:
     print(f"float32 matrix-multiply throughput measured here: {matmul:.1f} GFLOP/s wall, "
           f"{matmul_cpu:.1f} GFLOP/s of process CPU time")
     print(f"{'BiGRU mode':<11}{'runs':<7}{'s/step':>8}{'clips/s':>8}{'vs loop':>8}{'enc GFLOP/s':>12}"
-          f"{'share':>6}{'step GRU':>9}{'CPU s/step':>11}{'vs loop':>8}{'CPU share':>10}{memory + ' GiB':>13}")
+          f"{'share':>6}{'step GRU':>9}{'CPU s/step':>11}{'vs loop':>8}{'CPU share':>10}"
+          f"{memory + ' GiB':>13}")
     for mode in args.modes:
         seconds, cpu_s = med(times[mode]), med(cpu_times[mode])
         enc_s = med(enc_times[mode]) if grus else float("nan")
@@ -346,7 +347,8 @@ def run_train(args) -> dict:
             _sync(device)
         batched_s = _timed(batched, [None], max(args.steps, 1))
         result["augment_clips_per_s"] = {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}
-        print(f"pretraining augmentation (one view): numpy per clip {n / per_clip:.0f} clips/s in one process "
+        print(f"pretraining augmentation (one view): numpy per clip {n / per_clip:.0f} clips/s in one "
+              f"process "
               f"(the loader's workers each add about as much), batched torch on {device} "
               f"{n / batched_s:.0f} clips/s")
     if args.json:

@@ -130,6 +130,11 @@ class PairGRUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, w_ih, w_hh, *saved = ctx.saved_tensors
+        with torch.autocast(x.device.type, enabled=False):
+            return PairGRUFunction._backward(grad_out.float(), x, w_ih, w_hh, saved)
+
+    @staticmethod
+    def _backward(grad_out, x, w_ih, w_hh, saved):
         d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh = _pair_backward(grad_out.contiguous(), x, w_ih, w_hh, saved)
         g3 = w_hh.shape[1]
         return (d_x, d_w_ih[:g3], d_w_hh[0], d_b_ih[:g3], d_b_hh[0, 0],
@@ -143,7 +148,12 @@ def layer_weights(gru: nn.GRU, layer: int) -> list:
 
 
 def custom_pair_gru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
-    """All layers of `gru` with the released semantics, x (T, N, I) time-major -> (T, N, 2H)."""
+    """All layers of `gru` with the released semantics, x (T, N, I) time-major -> (T, N, 2H).
+
+    Runs in float32 also under autocast (the recurrence accumulates over all time steps)."""
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return custom_pair_gru(gru, x.float())
     for layer in range(gru.num_layers):
         weights = layer_weights(gru, layer)
         if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
@@ -159,34 +169,37 @@ _CUDNN_GRU_MODE = 3  # torch.backends.cudnn.rnn.get_cudnn_mode('GRU')
 _WEIGHT_COPY_WARNING = "not part of single contiguous chunk"
 
 
-def _starts_own_buffer(weights: list) -> bool:
-    """True when the 4 tensors of one layer-direction sit packed at the start of their own storage."""
-    storage = weights[0].untyped_storage()
-    if weights[0].data_ptr() != storage.data_ptr():
-        return False
-    offset = 0
-    for w in weights:
-        if w.untyped_storage().data_ptr() != storage.data_ptr() or w.storage_offset() != offset \
-                or not w.is_contiguous():
-            return False
-        offset += w.numel()
-    return True
+def in_one_flat_buffer(gru: nn.GRU) -> bool:
+    """True when all parameters of `gru` share one storage (nn.GRU's own cuDNN layout)."""
+    pointers = {w.untyped_storage().data_ptr() for w in gru._flat_weights}
+    return len(pointers) == 1
+
+
+def _pointers(gru: nn.GRU) -> tuple:
+    return tuple(w.data_ptr() for w in gru._flat_weights)
 
 
 @torch.no_grad()
 def relayout_for_cudnn(gru: nn.GRU) -> None:
     """Give every layer-direction of `gru` its own flat cuDNN weight buffer (parameters become views of
-    it; the Parameter objects and their names stay). Done once; again only after `.to()` / `_apply`,
-    which re-flattens the whole nn.GRU into one buffer."""
-    for layer in range(gru.num_layers):
-        weights = layer_weights(gru, layer)
-        for d in range(2):
-            w = weights[4 * d:4 * d + 4]
-            if not _starts_own_buffer(w):
-                input_size = w[0].shape[1]
-                # sets each tensor in `w` to a view of the new buffer (copy_weights_to_flat_buf_views)
-                torch._cudnn_rnn_flatten_weight(w, 4, input_size, _CUDNN_GRU_MODE, gru.hidden_size, 0, 1,
+    it; the Parameter objects and their names stay). Done once; again only when the parameters moved
+    (`.to()` / `_apply` re-flattens the whole nn.GRU into one buffer, and 'loop' mode asks for that)."""
+    if getattr(gru, "_pair_layout", None) == _pointers(gru):
+        return
+    first = gru._flat_weights[0]
+    if not (first.is_cuda and torch._use_cudnn_rnn_flatten_weight()
+            and torch.backends.cudnn.is_acceptable(first)):
+        return
+    with torch.cuda.device_of(first):
+        for layer in range(gru.num_layers):
+            weights = layer_weights(gru, layer)
+            for d in range(2):
+                w = weights[4 * d:4 * d + 4]
+                # sets each tensor in `w` to a view of a new buffer of its own
+                # (ATen's copy_weights_to_flat_buf_views)
+                torch._cudnn_rnn_flatten_weight(w, 4, w[0].shape[1], _CUDNN_GRU_MODE, gru.hidden_size, 0, 1,
                                                 True, False)
+    gru._pair_layout = _pointers(gru)
 
 
 def cudnn_pair_gru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,8 @@ class StepwiseGRU(nn.Module):
             return bigru.custom_pair_gru(self.gru, x.transpose(0, 1)).transpose(0, 1)
         if how == "fused":
             return bigru.cudnn_pair_gru(self.gru, x) if x.is_cuda else self._fused(x)
+        if x.is_cuda and not bigru.in_one_flat_buffer(self.gru):
+            self.gru.flatten_parameters()  # nn.GRU's own cuDNN layout (after 'fused' gave each direction one)
         if how == "loop":
             return self._loop(x)
         return self.gru(x)[0]

@@ -39,7 +39,8 @@ def test_released_semantics_equal_loop_features_loss_and_gradients(mode, train, 
         feats = enc.features(xi)
         loss = F.cross_entropy(enc.fc(feats), target) + feats.pow(2).mean()
         loss.backward()
-        results.append((feats.detach(), loss.detach(), xi.grad, {k: p.grad for k, p in enc.named_parameters()}))
+        grads = {k: p.grad for k, p in enc.named_parameters()}
+        results.append((feats.detach(), loss.detach(), xi.grad, grads))
     (f_a, l_a, gx_a, g_a), (f_b, l_b, gx_b, g_b) = results
     close(f_a, f_b, name="features")
     close(l_a, l_b, name="loss")
@@ -55,7 +56,8 @@ def test_released_semantics_equal_loop_features_loss_and_gradients(mode, train, 
 def _two_forward_grus(x, gru, hidden):
     """SPEC s.2 written from the GRU equations (batch-first x), independent of the code under test."""
     def run(x, layer, suffix):
-        w = {k: getattr(gru, f"{k}_l{layer}{suffix}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        w = {k: getattr(gru, f"{k}_l{layer}{suffix}") for k in names}
         h = x.new_zeros(x.shape[0], hidden)
         out = []
         for t in range(x.shape[1]):
