@@ -196,8 +196,8 @@ class Run:
         self.amp_dtype = runtime.amp_dtype(self.device) if a.amp else None
         self.use_amp = self.amp_dtype is not None
         if a.amp and not self.use_amp:
-            self.log(f"warning: --amp: {self.device} supports neither bfloat16 autocast nor float16 with a "
-                     f"GradScaler; training in float32")
+            self.log(f"warning: --amp: {self.device} has no native bfloat16 (and float16 with a GradScaler "
+                     f"needs CUDA); training in float32")
         a.log_dir = a.log_dir or a.checkpoint_path
 
     def _resolve_seed(self) -> None:
