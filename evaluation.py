@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from tqdm import tqdm
 import checkpoints
 import cmd_model
 import dataset
+import run_folder
 import runtime
 
 DEFAULT_ENCODER = "bigru"
@@ -60,6 +62,24 @@ def add_common_arguments(parser) -> None:
                         help="write the test features and labels for tensorboard's projector to DIR")
     parser.add_argument("--tsne", default=None, metavar="PATH.png",
                         help="draw a 2-D t-SNE of the test features coloured by class (needs matplotlib)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output file (and start again in a --checkpoint-path "
+                             "that holds a run, after moving it to <folder>.backup-<time>)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
+                             "refusing the data")
+
+
+def check_common_arguments(args) -> None:
+    """Everything about the flags that can be checked before any work: outputs, -j, --device."""
+    if args.workers < 0:
+        raise ValueError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
+    run_folder.check_output_file(args.output, args.overwrite, "--output")
+    if args.tsne:
+        run_folder.check_output_file(args.tsne, True, "--tsne")
+    if args.tb_embedding:
+        run_folder.check_writable_folder(args.tb_embedding, "--tb-embedding")
+    runtime.resolve_device(args.device, set_device=False)
 
 
 def seed_from_args(args) -> None:
@@ -88,12 +108,36 @@ def load_benchmark(args) -> tuple[dataset.Benchmark, dataset.SkeletonSplit, data
     benchmark = dataset.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
     train_split = dataset.load_split(benchmark.folder, "train")
     test_split = dataset.load_split(benchmark.folder, "val")
+    for split in (train_split, test_split):
+        if len(split) == 0:
+            raise ValueError(f"{split.path}: the split holds no clips")
+        dataset.require_finite(split, allow=getattr(args, "allow_nonfinite", False))
+    check_class_overlap(train_split, test_split)
     num_class = benchmark.num_class or max(train_split.num_class, test_split.num_class)
     too_large = max(train_split.num_class, test_split.num_class)
     if too_large > num_class:
         raise ValueError(f"{benchmark.folder}: labels reach {too_large - 1}, but {benchmark.dataset} has "
                          f"{num_class} classes (0-based labels expected)")
     return dataclasses.replace(benchmark, num_class=num_class), train_split, test_split
+
+
+def check_class_overlap(train_split, test_split) -> None:
+    """Error when the test set shares no class with the training set (the accuracy would be 0 by
+    construction); a warning naming the test classes the training set lacks."""
+    train, test = set(np.unique(train_split.labels).tolist()), set(np.unique(test_split.labels).tolist())
+    if not train & test:
+        raise ValueError(f"{test_split.path}: the test set's classes {_classes(test)} and the training set's "
+                         f"{_classes(train)} ({train_split.path}) share none")
+    unseen = test - train
+    if unseen:
+        count = int(np.isin(test_split.labels, sorted(unseen)).sum())
+        print(f"warning: {count} of {len(test_split)} test clips belong to classes the training set lacks: "
+              f"{_classes(unseen)} (they cannot be classified correctly)", file=sys.stderr)
+
+
+def _classes(labels: set, limit: int = 10) -> str:
+    ordered = sorted(labels)
+    return "{" + ", ".join(map(str, ordered[:limit])) + (", ..." if len(ordered) > limit else "") + "}"
 
 
 def make_loader(split, train: bool, batch_size: int, workers: int, device: torch.device, shuffle: bool,
@@ -122,7 +166,7 @@ def load_pretrained_source(path: str) -> PretrainedSource:
                          "initialised encoder")
     if path.lower() == "none":
         return PretrainedSource(None, None, {}, None, None)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"--pretrained {path!r} does not exist (use --pretrained none to evaluate a "
                                 f"randomly initialised encoder on purpose)")
     ckpt = checkpoints.load_checkpoint(path)

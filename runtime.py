@@ -17,17 +17,25 @@ import torch
 import torch.distributed as dist
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA (this process's local GPU) when present, else CPU."""
+def resolve_device(name: str = "auto", local_rank: int = 0, set_device: bool = True) -> torch.device:
+    """`auto` picks CUDA (this process's local GPU) when present, else CPU. A device that is not there
+    is a ValueError naming it."""
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name!r} asked for CUDA, but torch.cuda.is_available() is False")
+            raise ValueError(f"--device {name!r} asked for CUDA, but torch.cuda.is_available() is False "
+                             f"(use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
+        if set_device:
+            torch.cuda.set_device(device)
     return device
 
 
