@@ -227,7 +227,7 @@ def main(argv=None) -> dict:
 
     train_loader = evaluation.make_loader(train_split, train=True, batch_size=args.batch_size,
                                           workers=args.workers, device=device, shuffle=True,
-                                          indices=train_indices)
+                                          indices=train_indices, seed=args.seed)
     test_loader = evaluation.make_loader(test_split, train=False, batch_size=args.batch_size,
                                          workers=args.workers, device=device, shuffle=False)
     mode = "linear" if linear else ("semi-supervised" if train_indices is not None else "finetune")
@@ -241,6 +241,7 @@ def main(argv=None) -> dict:
         lr = learning_rate(args.lr, epoch, args.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        train_loader.dataset.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch)
         entry = {"epoch": epoch + 1, "lr": lr, **stats}
         if snapshot is not None and epoch == start_epoch:

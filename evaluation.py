@@ -141,8 +141,10 @@ def _classes(labels: set, limit: int = 10) -> str:
 
 
 def make_loader(split, train: bool, batch_size: int, workers: int, device: torch.device, shuffle: bool,
-                indices=None) -> DataLoader:
-    feeder = dataset.DownstreamFeeder(split, train=train, indices=indices)
+                indices=None, seed: int | None = None) -> DataLoader:
+    """With a seed, the training crops are a function of (seed, epoch, clip): call the feeder's set_epoch
+    every epoch, and a resumed run continues exactly as an uninterrupted one."""
+    feeder = dataset.DownstreamFeeder(split, train=train, indices=indices, seed=seed)
     return DataLoader(feeder, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False)
 
