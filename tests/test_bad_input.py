@@ -399,10 +399,13 @@ def test_every_cli_reports_a_user_error_in_one_line_with_status_2(argv, shown, t
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and shown in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, argv[0]), *argv[1:], "--debug"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tiny):
+    with pytest.raises(ValueError, match="-j/--workers -1"):
+        cli_errors.run_main(knn_eval.main, common_argv(tiny["data"], "none", "-j", "-1", "--debug"))
+    with pytest.raises(pretrain_cmd.UsageError, match="-j/--workers -1"):
+        pretrain_cmd.main(["-j", "-1", "--device", "cpu", "--debug"])
 
 
 # ---------------------------------------------------------------------------------------- data preparation
