@@ -171,10 +171,13 @@ def evaluate(model, loader, device) -> dict:
 
 
 def _resume_path(path: str) -> str:
+    """A file, or the newest checkpoint of a folder that verifies (saying which newer ones it skipped)."""
     if os.path.isdir(path):
-        found = checkpoints.find_latest_checkpoint(path)
+        found, _, skipped = checkpoints.newest_verified_checkpoint(path)
+        for reason in skipped:
+            print(f"=> --resume {path}: skipping {reason}")
         if found is None:
-            raise FileNotFoundError(f"--resume {path!r}: no checkpoint_*.pth.tar in that directory")
+            raise FileNotFoundError(f"--resume {path!r}: no usable checkpoint_*.pth.tar in that directory")
         return found
     return path
 
@@ -191,7 +194,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {args.epochs} and {args.eval_freq}")
     evaluation.check_common_arguments(args)
     if args.checkpoint_path:
-        run_folder.check_folder(args.checkpoint_path, resume=bool(args.resume), overwrite=args.overwrite)
+        resumes_here = run_folder.resumes_into(args.checkpoint_path, args.resume)
+        run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
     linear = not args.finetune
     started = time.time()
     evaluation.seed_from_args(args)
@@ -209,8 +213,8 @@ def main(argv=None) -> dict:
         path = _resume_path(args.resume)
         state = checkpoints.load_checkpoint(path)
         saved = state.get("run") or state.get("args", {})
-        resume_changes = resume_check.check_resume(saved, _run_identity(args, source), args.resume_allow_changes,
-                                                   f"--resume {path}")
+        resume_changes = resume_check.check_resume(saved, _run_identity(args, source),
+                                                   args.resume_allow_changes, f"--resume {path}")
         model.load_state_dict(state["state_dict"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = int(state["epoch"]), state.get("best"), list(state.get("history", []))
@@ -223,7 +227,7 @@ def main(argv=None) -> dict:
                         for c in resume_changes))
     lock = None
     if args.checkpoint_path:
-        lock = run_folder.claim(args.checkpoint_path, resume=bool(args.resume), overwrite=args.overwrite)
+        lock = run_folder.claim(args.checkpoint_path, resumes_here, args.overwrite)
 
     train_loader = evaluation.make_loader(train_split, train=True, batch_size=args.batch_size,
                                           workers=args.workers, device=device, shuffle=True,

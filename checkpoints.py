@@ -44,7 +44,7 @@ def _feed(h, obj, where: str) -> None:
     if torch.is_tensor(obj):
         t = obj.detach().cpu().contiguous()
         h.update(f"{where}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())          # the buffer itself, no copy
     elif isinstance(obj, dict):
         for key in sorted(obj, key=str):
             if not (where == "" and key == DIGEST_KEY):
@@ -83,8 +83,8 @@ def verify_checkpoint(checkpoint, path: str) -> None:
         return
     recorded = checkpoint.get(DIGEST_KEY)
     if recorded is not None and recorded != state_digest(checkpoint):
-        raise CheckpointError(f"checkpoint {path} is corrupted: its contents do not match the sha256 recorded "
-                              f"when it was written (changed on disk or in a copy)")
+        raise CheckpointError(f"checkpoint {path} is corrupted: its contents do not match the sha256 "
+                              f"recorded when it was written (changed on disk or in a copy)")
     weights = checkpoint.get("state_dict") if isinstance(checkpoint.get("state_dict"), dict) else checkpoint
     bad = nonfinite_weights(weights)
     if bad:
@@ -105,7 +105,8 @@ def load_checkpoint(path: str, map_location="cpu", verify: bool = True) -> dict:
     except Exception as exc:  # truncated file, pickle with non-tensor objects, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot load checkpoint {path!r} with weights_only=True (not a PyTorch "
-                              f"checkpoint, truncated, or holding objects other than tensors): {first}") from exc
+                              f"checkpoint, truncated, or holding objects other than tensors): "
+                              f"{first}") from exc
     if verify:
         verify_checkpoint(checkpoint, path)
     return checkpoint

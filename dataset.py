@@ -98,7 +98,8 @@ _ARRAY_RECONSTRUCT = np.ndarray((1,)).__reduce__()[0]
 _ARRAY_FROMBUFFER = np.arange(1).__reduce_ex__(5)[0]
 _SCALAR = np.int64(0).__reduce__()[0]
 _SAFE_GLOBALS = {
-    **{(mod, "_reconstruct"): _ARRAY_RECONSTRUCT for mod in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(mod, "_reconstruct"): _ARRAY_RECONSTRUCT for mod in ("numpy.core.multiarray",
+                                                              "numpy._core.multiarray")},
     **{(mod, "scalar"): _SCALAR for mod in ("numpy.core.multiarray", "numpy._core.multiarray")},
     **{(mod, "_frombuffer"): _ARRAY_FROMBUFFER for mod in ("numpy.core.numeric", "numpy._core.numeric")},
     ("numpy", "ndarray"): np.ndarray,

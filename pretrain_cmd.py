@@ -208,7 +208,8 @@ class Run:
         if a.workers < 0:
             raise UsageError(f"-j/--workers {a.workers}: expected 0 (load in the main process) or more")
         if self.is_main:      # before any work: never replace an earlier run's files by accident
-            run_folder.check_folder(a.checkpoint_path, resume=bool(a.resume), overwrite=a.overwrite)
+            run_folder.check_folder(a.checkpoint_path, run_folder.resumes_into(a.checkpoint_path, a.resume),
+                                    a.overwrite)
         self.use_amp = bool(a.amp and self.device.type == "cuda")
         if a.amp and not self.use_amp:
             self.log("warning: --amp needs CUDA; training in float32 on " + str(self.device))
@@ -324,8 +325,8 @@ class Run:
         self._resume_cache = None
         saved_args = ckpt.get("args") or {}
         try:       # everything that defines the run (older checkpoints: what their args hold)
-            self.resume_changes = resume_check.check_resume(ckpt.get("run") or saved_args, self.run_identity(),
-                                                            a.resume_allow_changes, path)
+            self.resume_changes = resume_check.check_resume(ckpt.get("run") or saved_args,
+                                                            self.run_identity(), a.resume_allow_changes, path)
         except resume_check.ResumeMismatch as exc:
             raise UsageError(str(exc)) from exc
         differ = [f"--{k.replace('_', '-')} {saved_args[k]} (checkpoint) vs {getattr(a, k)} (now)"
@@ -465,7 +466,8 @@ class Run:
             self.log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
             return TrainResult(self.model, a.start_epoch, 0, self.last_checkpoint)
         if self.is_main:
-            self.lock = run_folder.claim(a.checkpoint_path, resume=bool(a.resume), overwrite=a.overwrite)
+            resumes_here = run_folder.resumes_into(a.checkpoint_path, a.resume)
+            self.lock = run_folder.claim(a.checkpoint_path, resumes_here, a.overwrite)
             self.write_config()
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
             # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint

@@ -64,7 +64,8 @@ def check_resume(saved: dict, current: dict, allowed, source: str) -> list[dict]
     refused = [d for d in differ if d[0] not in allowed]
     if refused:
         detail = "; ".join(f"{f}: {old!r} in the checkpoint, {new!r} now" for f, old, new in refused)
+        fields = " ".join(f for f, _, _ in refused)
         raise ResumeMismatch(f"{source} was written by a run with other settings: {detail}. Resume with the "
-                             f"same settings, or add --resume-allow-changes {' '.join(f for f, _, _ in refused)}"
-                             f" to change them on purpose")
+                             f"same settings, or add --resume-allow-changes {fields} to change them on "
+                             f"purpose")
     return [{"field": f, "checkpoint": old, "now": new} for f, old, new in differ]

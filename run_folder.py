@@ -61,6 +61,17 @@ def check_folder(folder: str, resume: bool, overwrite: bool, flag: str = "--chec
         raise RunFolderError(f"{flag} {folder}: cannot write into {parent} (permission denied)")
 
 
+def resumes_into(folder: str, resume: str) -> bool:
+    """Whether `--resume` continues the run in `folder` ('auto', or a checkpoint file inside it). A
+    checkpoint from elsewhere starts a new run there, which must not replace the folder's own."""
+    if not resume:
+        return False
+    if resume == "auto":
+        return True
+    target = resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
+    return os.path.realpath(target) == os.path.realpath(folder)
+
+
 def _existing_ancestor(path: str) -> str:
     path = os.path.abspath(path)
     while not os.path.exists(path):

@@ -31,7 +31,8 @@ def resolve_device(name: str = "auto", local_rank: int = 0, set_device: bool = T
             raise ValueError(f"--device {name!r} asked for CUDA, but torch.cuda.is_available() is False "
                              f"(use --device cpu or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s)")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
         if set_device:

@@ -34,7 +34,8 @@ def snapshot(*roots) -> dict:
     """path -> (sha256 of the bytes, mtime in ns) of every file under the roots (or the files themselves)."""
     found = {}
     for root in map(str, roots):
-        paths = [root] if os.path.isfile(root) else [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+        paths = [root] if os.path.isfile(root) else \
+            [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
         for path in paths:
             with open(path, "rb") as f:
                 found[path] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
@@ -105,6 +106,17 @@ def test_overwrite_moves_the_old_run_to_a_backup(run_copy, capsys):
     assert not os.path.exists(os.path.join(ck, run_folder.LOCK_NAME))            # released at the end
     rc, err = run_cli(pretrain_cmd, cli(data, ck, "--epochs", "1", "--overwrite", "--resume", "auto"), capsys)
     assert rc == 2 and "exclude each other" in one_error_line(err)
+
+
+def test_resume_from_another_folder_does_not_replace_this_folders_run(run_copy, tmp_path, capsys):
+    data, ck = run_copy
+    other = str(tmp_path / "other")
+    shutil.copytree(ck, other)
+    before = snapshot(ck)
+    rc, err = run_cli(pretrain_cmd, cli(data, ck, "--epochs", "2", "--resume",
+                                        os.path.join(other, "checkpoint_0000.pth.tar")), capsys)
+    assert rc == 2 and f"--checkpoint-path {ck} already holds a run" in one_error_line(err)
+    assert snapshot(ck) == before
 
 
 def test_action_classification_folder_and_existing_output_are_protected(tiny, tmp_path, capsys):
@@ -295,7 +307,7 @@ def test_checkpoint_with_nonfinite_weights_is_refused_with_that_reason(run_copy,
     data, ck = run_copy
     state = checkpoints.load_checkpoint(os.path.join(ck, "checkpoint_0001.pth.tar"))
     state["state_dict"]["encoder_q.fc.0.weight"][0, 0] = float("nan")
-    bad = str(tmp_path / "nan.pth.tar")
+    bad = os.path.join(ck, "checkpoint_0009.pth.tar")
     checkpoints.atomic_save(state, bad)                 # a valid digest: only the weights are wrong
     rc, err = run_cli(pretrain_cmd, cli(data, ck, "--epochs", "2", "--resume", bad), capsys)
     line = one_error_line(err)
@@ -358,7 +370,8 @@ def test_device_cuda_without_a_gpu_is_one_line(tiny, tmp_path, capsys):
 
 def test_k_larger_than_the_training_set_is_refused_before_features(tiny, capsys, monkeypatch):
     monkeypatch.setattr("evaluation.extract_features", None)
-    rc, err = run_cli(knn_eval, common_argv(tiny["data"], tiny["ckpt"], "--knn-neighbours", "1", "25"), capsys)
+    argv = common_argv(tiny["data"], tiny["ckpt"], "--knn-neighbours", "1", "25")
+    rc, err = run_cli(knn_eval, argv, capsys)
     line = one_error_line(err)
     assert rc == 2 and "--knn-neighbours 25" in line and "24 clips" in line
 
@@ -445,7 +458,8 @@ def _ntu_text(joints_of_body=(25,), frames=2):
 def test_body_with_24_joints_is_an_error_naming_the_line_or_skipped(tmp_path, capsys):
     path = tmp_path / "S001C001P001R001A001.skeleton"
     path.write_text(_ntu_text((24,)))
-    with pytest.raises(prepare_data.SkeletonFileError, match=r"\.skeleton:4: body 1 of frame 1 has 24 joints"):
+    with pytest.raises(prepare_data.SkeletonFileError,
+                       match=r"\.skeleton:4: body 1 of frame 1 has 24 joints"):
         prepare_data.read_ntu_skeleton(str(path))
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -472,7 +486,8 @@ def test_prepare_data_user_errors(tmp_path, capsys):
     before = snapshot(tmp_path)
     for argv, shown in ((["synthetic", "--out", str(blocker), "--num-clips", "4"], f"--out {blocker}"),
                         (["ntu60", "--raw-dir", str(raw), "--out", str(tmp_path / "o"), "--missing-list",
-                          str(tmp_path / "nope.txt")], f"--missing-list {tmp_path / 'nope.txt'}: no such file"),
+                          str(tmp_path / "nope.txt")],
+                         f"--missing-list {tmp_path / 'nope.txt'}: no such file"),
                         (["ntu60", "--raw-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "o"),
                           "--missing-list", "none"], str(tmp_path / "absent"))):
         rc, err = run_cli(prepare_data, argv, capsys)
@@ -482,13 +497,16 @@ def test_prepare_data_user_errors(tmp_path, capsys):
 
 def test_synthetic_rerun_with_fewer_clips_keeps_only_its_own_raw_files(tmp_path, capsys):
     out = str(tmp_path / "syn")
-    assert run_cli(prepare_data, ["synthetic", "--out", out, "--num-clips", "24", "--workers", "1"], capsys)[0] == 0
+    def synthetic(folder, clips):
+        argv = ["synthetic", "--out", folder, "--num-clips", str(clips), "--workers", "1"]
+        return run_cli(prepare_data, argv, capsys)[0]
+    assert synthetic(out, 24) == 0
     many = sorted(os.listdir(os.path.join(out, "raw")))
-    assert run_cli(prepare_data, ["synthetic", "--out", out, "--num-clips", "8", "--workers", "1"], capsys)[0] == 0
+    assert synthetic(out, 8) == 0
     few = sorted(os.listdir(os.path.join(out, "raw")))
     assert len(few) < len(many)
     fresh = str(tmp_path / "fresh")
-    assert run_cli(prepare_data, ["synthetic", "--out", fresh, "--num-clips", "8", "--workers", "1"], capsys)[0] == 0
+    assert synthetic(fresh, 8) == 0
     assert few == sorted(os.listdir(os.path.join(fresh, "raw")))
     for part in ("train", "val"):
         assert dataset.load_split(os.path.join(out, "xsub"), part).names == \
@@ -550,7 +568,8 @@ def test_kill_9_during_pretraining_then_resume_auto_equals_an_uninterrupted_run(
 
 def test_kill_9_during_linear_evaluation_then_resume_equals_an_uninterrupted_run(tiny, tmp_path, capsys):
     base = common_argv(tiny["data"], tiny["ckpt"], "--epochs", "3", "--eval-freq", "1", "--seed", "0")
-    straight = ac.main(base + ["--checkpoint-path", str(tmp_path / "a"), "--output", str(tmp_path / "a.json")])
+    straight = ac.main(base + ["--checkpoint-path", str(tmp_path / "a"),
+                               "--output", str(tmp_path / "a.json")])
     killed_dir, out = tmp_path / "b", tmp_path / "b.json"
     argv = base + ["--checkpoint-path", str(killed_dir), "--output", str(out)]
     # killed in the middle of epoch 2's training (after the 5th of 3 x 3 optimizer steps)
@@ -573,7 +592,8 @@ def test_kill_9_during_data_conversion_then_rerun_equals_an_uninterrupted_run(tm
     rc, err = run_cli(prepare_data, argv, capsys)
     assert rc == 0 and "left by an interrupted conversion" in err
     for bench in ("xsub", "xview"):
-        assert sorted(os.listdir(os.path.join(killed, bench))) == sorted(os.listdir(os.path.join(fresh, bench)))
+        names = sorted(os.listdir(os.path.join(fresh, bench)))
+        assert sorted(os.listdir(os.path.join(killed, bench))) == names
         for name in os.listdir(os.path.join(fresh, bench)):
             with open(os.path.join(fresh, bench, name), "rb") as f, \
                     open(os.path.join(killed, bench, name), "rb") as g:
