@@ -32,3 +32,10 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip(f"real sample files not found at {SHARED_DATA} (only present on the project's machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _run_in_a_scratch_folder(tmp_path_factory, monkeypatch):
+    """Each test runs in its own empty working folder, so that default outputs (./results, ./checkpoints)
+    never land in the checkout. Tests that run the scripts pass cwd=REPO themselves."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
