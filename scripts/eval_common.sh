@@ -24,16 +24,16 @@ default_checkpoint() {  # the last checkpoint of the released pretraining schedu
 checkpoint_of() {  # DIR DATASET -> DIR/$CHECKPOINT when set, else the newest checkpoint in DIR
     # (checkpoints.find_latest_checkpoint: checkpoint_last.pth.tar, else the highest-numbered one), else
     # DIR/<the schedule's last checkpoint> (what a finished run writes; a dry run prints that name)
-    local dir=$1 newest=""
+    local dir=$1 newest="" code=$(cd "$HERE/.." && pwd)
     if [ -n "${CHECKPOINT:-}" ]; then echo "$dir/$CHECKPOINT"; return; fi
     if [ -d "$dir" ]; then
-        newest=$(cd "$HERE/.." && "$PY" -c 'import sys, checkpoints
-print(checkpoints.find_latest_checkpoint(sys.argv[1]) or "")' "$(cd "$dir" && pwd)")
+        newest=$(PYTHONPATH="$code${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys, checkpoints
+print(checkpoints.find_latest_checkpoint(sys.argv[1]) or "")' "$dir")
     fi
     if [ -n "$newest" ]; then
         [ "$(basename "$newest")" = "$(default_checkpoint "$2")" ] ||
-            echo "note: evaluating the newest checkpoint in $dir, $(basename "$newest") (CHECKPOINT=name picks" \
-                 "another)" >&2
+            echo "note: evaluating the newest checkpoint in $dir, $(basename "$newest")" \
+                 "(CHECKPOINT=name picks another)" >&2
         echo "$newest"
     else
         echo "$dir/$(default_checkpoint "$2")"
