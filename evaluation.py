@@ -57,7 +57,9 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of every RNG (unseeded by default, as released)")
-    parser.add_argument("--output", default=None, metavar="JSON", help="write the results to this JSON file")
+    parser.add_argument("--output", default=None, metavar="JSON",
+                        help="write the results to this JSON file (default: a new file in results/ beside "
+                             "the checkpoint, ./results for --pretrained none)")
     parser.add_argument("--tb-embedding", default=None, metavar="DIR",
                         help="write the test features and labels for tensorboard's projector to DIR")
     parser.add_argument("--tsne", default=None, metavar="PATH.png",
@@ -367,12 +369,32 @@ def markdown_table(record: dict, columns) -> str:
                       "| " + " | ".join(fmt(v) for _, v in cells) + " |"])
 
 
+def default_output_path(record: dict) -> str:
+    """Where the results JSON goes without --output: a results/ folder beside the checkpoint (./results
+    for --pretrained none), named after what was evaluated; an earlier file is never overwritten (the
+    name gets -2, -3, ... instead)."""
+    checkpoint = record["checkpoint"]
+    if checkpoint == "none":
+        folder, tag = "results", "random"
+    else:
+        folder = os.path.join(os.path.dirname(checkpoint), "results")
+        tag = os.path.basename(checkpoint).split(".")[0]
+    stem = os.path.join(folder, "_".join([record["evaluation"], record["benchmark"], record["protocol"],
+                                          record["view"], tag]))
+    path, n = f"{stem}.json", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}-{n}.json"
+    return path
+
+
 def report(output: str | None, record: dict, columns) -> str:
+    """Print the one-row table and write the record to `output` (default: default_output_path)."""
     table = markdown_table(record, columns)
     print(table)
-    if output:
-        runtime.atomic_write_json(output, record)
-        print(f"results written to {output}")
+    output = output or default_output_path(record)
+    runtime.atomic_write_json(output, record)
+    print(f"results written to {output}")
     return table
 
 

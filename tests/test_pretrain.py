@@ -227,18 +227,23 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatc
     b = load(os.path.join(resumed, "checkpoint_last.pth.tar"))
     assert a["epoch"] == b["epoch"] == 3
     assert set(a["state_dict"]) == set(b["state_dict"])
+    # The resumed run repeats the same float32 operations in the same order, so on one machine the results
+    # are bit-identical. rtol=1e-5 (atol=1e-6 for values near 0) only admits BLAS kernels whose rounding
+    # depends on memory alignment (a few ulps, grown over the remaining steps); a resume that loses any
+    # state (RNG, queues, momentum, learning rate) moves losses and weights by orders of magnitude more.
+    tol = dict(rtol=1e-5, atol=1e-6)
     for key in a["state_dict"]:       # every weight, BatchNorm statistic, queue and pointer
-        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], atol=1e-6, rtol=0, msg=key)
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], **tol, msg=key)
     momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
     momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
     assert len(momentum_a) == len(momentum_b) > 0
     for ma, mb in zip(momentum_a, momentum_b):
-        torch.testing.assert_close(mb, ma, atol=1e-6, rtol=0)
+        torch.testing.assert_close(mb, ma, **tol)
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(b["optimizer"]["param_groups"][0]["lr"])
     log_a = read_jsonl(os.path.join(straight, "log.jsonl"))
     log_b = read_jsonl(os.path.join(resumed, "log.jsonl"))
     assert [r["epoch"] for r in log_b] == [0, 1, 2]
-    assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a], abs=1e-6)
+    assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a], rel=1e-5, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- 3. atomic writes
