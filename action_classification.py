@@ -25,13 +25,17 @@ import torch.nn as nn
 from tqdm import tqdm
 
 import checkpoints
+import cli_errors
 import dataset
 import evaluation
+import resume_check
+import run_folder
 import runtime
 
 # resuming a run with one of these changed would silently mix two experiments
 _RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
-                      "encoder", "hidden_size")
+                      "encoder", "hidden_size", "lr", "batch_size", "epochs", "schedule", "momentum",
+                      "weight_decay", "seed", "subset_seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="save checkpoint_last.pth.tar (every epoch) and model_best.pth.tar here")
     parser.add_argument("--resume", default="", metavar="PATH",
                         help="resume from a checkpoint written by this script (file or its directory)")
+    parser.add_argument("--resume-allow-changes", nargs="+", default=[], metavar="FIELD",
+                        help="fields that may differ from the resumed checkpoint's run (e.g. epochs); "
+                             "recorded in the results")
     return parser
 
 
@@ -164,10 +171,13 @@ def evaluate(model, loader, device) -> dict:
 
 
 def _resume_path(path: str) -> str:
+    """A file, or the newest checkpoint of a folder that verifies (saying which newer ones it skipped)."""
     if os.path.isdir(path):
-        found = checkpoints.find_latest_checkpoint(path)
+        found, _, skipped = checkpoints.newest_verified_checkpoint(path)
+        for reason in skipped:
+            print(f"=> --resume {path}: skipping {reason}")
         if found is None:
-            raise FileNotFoundError(f"--resume {path!r}: no checkpoint_*.pth.tar in that directory")
+            raise FileNotFoundError(f"--resume {path!r}: no usable checkpoint_*.pth.tar in that directory")
         return found
     return path
 
@@ -182,6 +192,10 @@ def main(argv=None) -> dict:
         args.lr = 0.01 if args.finetune else 0.1
     if args.epochs < 1 or args.eval_freq < 1:
         raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {args.epochs} and {args.eval_freq}")
+    evaluation.check_common_arguments(args)
+    if args.checkpoint_path:
+        resumes_here = run_folder.resumes_into(args.checkpoint_path, args.resume)
+        run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
     linear = not args.finetune
     started = time.time()
     evaluation.seed_from_args(args)
@@ -194,17 +208,13 @@ def main(argv=None) -> dict:
 
     train_indices, subset_seed = select_training_subset(train_split.labels, args.data_ratio, args.subset_seed,
                                                         args.class_balanced)
-    start_epoch, best, history = 0, None, []
+    start_epoch, best, history, resume_changes = 0, None, [], []
     if args.resume:
         path = _resume_path(args.resume)
         state = checkpoints.load_checkpoint(path)
-        saved = state.get("args", {})
-        differ = [k for k in _RESUME_MUST_MATCH
-                  if k in saved and saved[k] != getattr(args, k) and not (k in ("encoder", "hidden_size")
-                                                                           and getattr(args, k) is None)]
-        if differ:
-            detail = ", ".join(f"{k} = {saved[k]!r} there, {getattr(args, k)!r} here" for k in differ)
-            raise ValueError(f"--resume {path!r} was written by a different run: {detail}")
+        saved = state.get("run") or state.get("args", {})
+        resume_changes = resume_check.check_resume(saved, _run_identity(args, source),
+                                                   args.resume_allow_changes, f"--resume {path}")
         model.load_state_dict(state["state_dict"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = int(state["epoch"]), state.get("best"), list(state.get("history", []))
@@ -212,11 +222,16 @@ def main(argv=None) -> dict:
             train_indices, subset_seed = state["train_indices"].numpy(), state.get("subset_seed")
         if "rng" in state:
             runtime.set_rng_state(state["rng"])
-        print(f"=> resumed from {path} at epoch {start_epoch}")
+        print(f"=> resumed from {path} at epoch {start_epoch}"
+              + "".join(f"; allowed change: {c['field']} {c['checkpoint']!r} -> {c['now']!r}"
+                        for c in resume_changes))
+    lock = None
+    if args.checkpoint_path:
+        lock = run_folder.claim(args.checkpoint_path, resumes_here, args.overwrite)
 
     train_loader = evaluation.make_loader(train_split, train=True, batch_size=args.batch_size,
                                           workers=args.workers, device=device, shuffle=True,
-                                          indices=train_indices)
+                                          indices=train_indices, seed=args.seed)
     test_loader = evaluation.make_loader(test_split, train=False, batch_size=args.batch_size,
                                          workers=args.workers, device=device, shuffle=False)
     mode = "linear" if linear else ("semi-supervised" if train_indices is not None else "finetune")
@@ -230,6 +245,7 @@ def main(argv=None) -> dict:
         lr = learning_rate(args.lr, epoch, args.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        train_loader.dataset.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch)
         entry = {"epoch": epoch + 1, "lr": lr, **stats}
         if snapshot is not None and epoch == start_epoch:
@@ -255,7 +271,7 @@ def main(argv=None) -> dict:
                 "best": best, "history": history, "args": runtime.plain_args(args),
                 "rng": runtime.rng_state(),
                 "train_indices": None if train_indices is None else torch.as_tensor(train_indices),
-                "subset_seed": subset_seed,
+                "subset_seed": subset_seed, "run": _run_identity(args, source),
             }, os.path.join(args.checkpoint_path, checkpoints.LAST_CHECKPOINT))
     if last is None:          # resumed from a run that had already finished
         last = {"epoch": history[-1]["epoch"], **evaluate(model, test_loader, device)}
@@ -270,14 +286,24 @@ def main(argv=None) -> dict:
              "subset": None if train_indices is None else {
                  "ratio": args.data_ratio, "seed": subset_seed, "seed_given": args.subset_seed is not None,
                  "class_balanced": args.class_balanced, "size": int(len(train_indices)),
-                 "indices_sha256": indices_digest(train_indices)}}
+                 "indices_sha256": indices_digest(train_indices)},
+             "resume_allowed_changes": resume_changes}
     record = evaluation.results_record(args, benchmark, source, model_config, mode, metrics, args.epochs,
                                        started, extra)
     columns = [("top-1 (last)", last["top1"]), ("top-5 (last)", last["top5"]),
                ("top-1 (best on test)", best["top1"]), ("best epoch", best["epoch"]), ("epochs", args.epochs)]
     evaluation.report(args.output, record, columns)
+    if lock is not None:
+        lock.release()
     return record
 
 
+def _run_identity(args, source) -> dict:
+    """What defines an evaluation run; a resume must keep it (resume_check)."""
+    identity = resume_check.run_identity(args, _RESUME_MUST_MATCH, pretrained_sha256=source.sha256,
+                                         data_dir=os.path.realpath(args.data_dir))
+    return {k: v for k, v in identity.items() if not (k in ("encoder", "hidden_size") and v is None)}
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli_errors.run_main(main))

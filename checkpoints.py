@@ -3,10 +3,16 @@
 Released CMD checkpoints (`checkpoint_0450.pth.tar`) hold `{'epoch', 'state_dict', 'optimizer'}` with
 the key names of SPEC.md sections 2-3, prefixed by `module.` when saved from DDP. Ours add `args`
 (a plain dict) and `rng` (see runtime.rng_state) and stay loadable with `weights_only=True`.
+
+Every checkpoint we write records `tensor_sha256`, a digest of all its tensors' bytes and plain values
+(`state_digest`), which `load_checkpoint` verifies: a file changed after it was written (bit flips, a bad
+copy) is refused instead of trusted. Non-finite weights are refused with that reason too. Files
+without the digest (released checkpoints, older runs) load as before.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 
@@ -17,22 +23,117 @@ import runtime
 
 CHECKPOINT_PATTERN = "checkpoint_{epoch:04d}.pth.tar"
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
+DIGEST_KEY = "tensor_sha256"
+
+
+class CheckpointError(ValueError, RuntimeError):
+    """A checkpoint that cannot be used: unreadable, corrupted, or holding non-finite weights."""
+
+
+def state_digest(obj) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and plain value of a checkpoint, in key order.
+
+    The `tensor_sha256` entry itself is left out, so the digest of a loaded checkpoint can be compared
+    with the one recorded in it."""
+    h = hashlib.sha256()
+    _feed(h, obj, "")
+    return h.hexdigest()
+
+
+def _feed(h, obj, where: str) -> None:
+    if torch.is_tensor(obj):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"{where}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())          # the buffer itself, no copy
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            if not (where == "" and key == DIGEST_KEY):
+                _feed(h, obj[key], f"{where}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _feed(h, value, f"{where}[{i}]")
+    else:
+        h.update(f"{where}={obj!r};".encode())
 
 
 def atomic_save(obj, path: str) -> None:
-    """torch.save to `path.tmp`, fsync, rename. A crash mid-write leaves the previous file intact."""
+    """torch.save to `path.tmp`, fsync, rename. A crash mid-write leaves the previous file intact.
+
+    A dict gets its `tensor_sha256` digest recorded (see `state_digest`)."""
+    if isinstance(obj, dict):
+        obj = dict(obj, **{DIGEST_KEY: state_digest(obj)})
     with runtime.atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """`torch.load(weights_only=True)` with errors that name the file."""
+def nonfinite_weights(state_dict: dict) -> list[tuple[str, int]]:
+    """(key, number of NaN/inf values) of every floating-point tensor that has any."""
+    found = []
+    for key, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                found.append((key, bad))
+    return found
+
+
+def verify_checkpoint(checkpoint, path: str) -> None:
+    """Refuse a checkpoint whose recorded digest does not match its contents, or with non-finite weights."""
+    if not isinstance(checkpoint, dict):
+        return
+    recorded = checkpoint.get(DIGEST_KEY)
+    if recorded is not None and recorded != state_digest(checkpoint):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its contents do not match the sha256 "
+                              f"recorded when it was written (changed on disk or in a copy)")
+    weights = checkpoint.get("state_dict") if isinstance(checkpoint.get("state_dict"), dict) else checkpoint
+    bad = nonfinite_weights(weights)
+    if bad:
+        detail = ", ".join(f"{key} ({n})" for key, n in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights: {sum(n for _, n in bad)} NaN/inf "
+                              f"values in {len(bad)} tensors: {detail}")
+
+
+def load_checkpoint(path: str, map_location="cpu", verify: bool = True) -> dict:
+    """`torch.load(weights_only=True)` with errors that name the file; verified (see `verify_checkpoint`)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder, expected a checkpoint file "
+                              f"(for example {os.path.join(path, LAST_CHECKPOINT)})")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, pickle with non-tensor objects, ...
-        raise RuntimeError(f"cannot load checkpoint {path!r} with weights_only=True: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {path!r} with weights_only=True (not a PyTorch "
+                              f"checkpoint, truncated, or holding objects other than tensors): "
+                              f"{first}") from exc
+    if verify:
+        verify_checkpoint(checkpoint, path)
+    return checkpoint
+
+
+def checkpoint_candidates(directory: str) -> list[str]:
+    """`checkpoint_last.pth.tar`, then `checkpoint_NNNN.pth.tar` from the highest number down."""
+    numbered = []
+    for p in glob.glob(os.path.join(glob.escape(directory), "checkpoint_*.pth.tar")):
+        m = re.fullmatch(r"checkpoint_(\d+)\.pth\.tar", os.path.basename(p))
+        if m:
+            numbered.append((int(m.group(1)), p))
+    last = os.path.join(directory, LAST_CHECKPOINT)
+    return ([last] if os.path.isfile(last) else []) + [p for _, p in sorted(numbered, reverse=True)]
+
+
+def newest_verified_checkpoint(directory: str, map_location="cpu"):
+    """(path, checkpoint, skipped) of the newest checkpoint in `directory` that loads and verifies.
+
+    `skipped` lists 'path: reason' for each newer one that did not; (None, None, skipped) when none does."""
+    skipped = []
+    for path in checkpoint_candidates(directory):
+        try:
+            return path, load_checkpoint(path, map_location), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    return None, None, skipped
 
 
 def find_latest_checkpoint(directory: str) -> str | None:

@@ -11,8 +11,11 @@ device (for when the data loader is the bottleneck: `PretrainFeeder(augment='non
 """
 from __future__ import annotations
 
+import codecs
+import io
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,23 +85,72 @@ class SkeletonSplit:
     names: list[str]
     num_frame: np.ndarray   # int64 (N,), original frame counts
     num_class: int
+    path: str = ""                  # the data file (for messages)
+    nonfinite_to_zero: bool = False  # --allow-nonfinite: feeders map NaN/inf to 0
+    nonfinite: tuple | None = None   # (count, first clip index) once scanned (see require_finite)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+# The only globals a label file of the released format needs: numpy arrays and scalars (protocols 2-5).
+_ARRAY_RECONSTRUCT = np.ndarray((1,)).__reduce__()[0]
+_ARRAY_FROMBUFFER = np.arange(1).__reduce_ex__(5)[0]
+_SCALAR = np.int64(0).__reduce__()[0]
+_SAFE_GLOBALS = {
+    **{(mod, "_reconstruct"): _ARRAY_RECONSTRUCT for mod in ("numpy.core.multiarray",
+                                                              "numpy._core.multiarray")},
+    **{(mod, "scalar"): _SCALAR for mod in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(mod, "_frombuffer"): _ARRAY_FROMBUFFER for mod in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,       # bytes inside protocol-2 pickles
+}
+
+
+class LabelFileRefused(ValueError):
+    """A label file asking for a type the released format does not hold (it could run code)."""
+
+
+class _LabelUnpickler(pickle.Unpickler):
+    """Unpickles only lists/tuples of str and int and numpy arrays/scalars; any other global is refused
+    before it is looked up, so a crafted file cannot run code."""
+
+    def __init__(self, file, path: str):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module, name):
+        found = _SAFE_GLOBALS.get((module, name))
+        if found is None:
+            raise LabelFileRefused(f"{self.path}: refused to unpickle {module}.{name}; a label file may hold "
+                                   f"only (sample_names, labels) as lists or tuples of str and int or numpy "
+                                   f"integer arrays (a foreign pickle can run code when loaded)")
+        return found
+
+
+def read_label_pickle(path: str):
+    """The object in a label pickle, read with the restricted unpickler."""
+    with open(path, "rb") as f:
+        return _LabelUnpickler(io.BytesIO(f.read()), path).load()
 
 
 def _read_labels(path: str) -> tuple[list[str], np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label file not found: {path} (expected a pickle of (sample_names, labels); "
                                 f"run prepare_data.py first)")
-    with open(path, "rb") as f:
-        try:
-            obj = pickle.load(f)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: cannot unpickle ({e}); expected a pickle of "
-                             f"(sample_names, labels)") from e
+    try:
+        obj = read_label_pickle(path)
+    except LabelFileRefused:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot unpickle ({e}); expected a pickle of "
+                         f"(sample_names, labels)") from e
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise ValueError(f"{path}: expected a pickled pair (sample_names, labels), got {type(obj).__name__}")
+    if not all(isinstance(n, str) for n in obj[0]):
+        bad = next(n for n in obj[0] if not isinstance(n, str))
+        raise ValueError(f"{path}: sample names must be strings, got {type(bad).__name__}")
     names, labels = list(obj[0]), np.asarray(obj[1])
     if len(names) != len(labels):
         raise ValueError(f"{path}: {len(names)} sample names but {len(labels)} labels")
@@ -152,7 +204,39 @@ def load_split(folder: str, part: str) -> SkeletonSplit:
             if len(other_labels):
                 max_label = max(max_label, int(other_labels.max()))
     return SkeletonSplit(data=data, labels=labels, names=names, num_frame=num_frame.astype(np.int64),
-                         num_class=max_label + 1)
+                         num_class=max_label + 1, path=paths["data"])
+
+
+def count_nonfinite(data: np.ndarray, chunk: int = 64) -> tuple[int, int | None]:
+    """(number of NaN/inf values, index of the first clip holding one) of a (memory-mapped) array,
+    read `chunk` clips at a time so memory stays small."""
+    count, first = 0, None
+    for start in range(0, len(data), chunk):
+        block = np.asarray(data[start:start + chunk])
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = block.size - int(np.count_nonzero(finite))
+            count += bad
+            if first is None:
+                first = start + int(np.flatnonzero(~finite.reshape(len(block), -1).all(axis=1))[0])
+    return count, first
+
+
+def require_finite(split: SkeletonSplit, allow: bool = False) -> None:
+    """Refuse a split with NaN/inf values, naming the count and the first clip; with `allow`, the feeders
+    map them to 0 and a warning counts them. Scans once per split (the result is kept on it)."""
+    if split.nonfinite is None:
+        split.nonfinite = count_nonfinite(split.data)
+    count, first = split.nonfinite
+    if not count:
+        return
+    where = (f"{count} non-finite values (NaN/inf) in {split.path or 'the data'}, first in clip {first} "
+             f"({split.names[first]})")
+    if not allow:
+        raise ValueError(f"{where}; fix the data, or pass --allow-nonfinite to read them as 0")
+    if not split.nonfinite_to_zero:
+        print(f"warning: {where}; --allow-nonfinite: reading them as 0", file=sys.stderr)
+    split.nonfinite_to_zero = True
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -348,6 +432,13 @@ class _ClipRNG:
         return self._rng
 
 
+def _clip(split: SkeletonSplit, index: int) -> np.ndarray:
+    clip = np.asarray(split.data[index], dtype=np.float32)
+    if split.nonfinite_to_zero:
+        clip = np.nan_to_num(clip, nan=0.0, posinf=0.0, neginf=0.0)
+    return clip
+
+
 class PretrainFeeder(Dataset):
     """Self-supervised pretraining: each item is two independently augmented views (x_q, x_k).
 
@@ -360,6 +451,7 @@ class PretrainFeeder(Dataset):
         if augment not in ("numpy", "none"):
             raise ValueError(f"augment must be 'numpy' or 'none', got {augment!r}")
         self.split, self.window, self.augment = split, window, augment
+        require_finite(split, allow=split.nonfinite_to_zero)
         self._rng = _ClipRNG(seed)
 
     def set_epoch(self, epoch: int) -> None:
@@ -369,7 +461,7 @@ class PretrainFeeder(Dataset):
         return len(self.split)
 
     def __getitem__(self, index: int):
-        clip = np.asarray(self.split.data[index], dtype=np.float32)
+        clip = _clip(self.split, index)
         num_frame = int(self.split.num_frame[index])
         if self.augment == "none":
             return torch.from_numpy(np.array(clip)), num_frame
@@ -385,6 +477,7 @@ class DownstreamFeeder(Dataset):
     def __init__(self, split: SkeletonSplit, train: bool, window: int = WINDOW, indices=None,
                  seed: int | None = None):
         self.split, self.train, self.window = split, train, window
+        require_finite(split, allow=split.nonfinite_to_zero)
         self.indices = np.arange(len(split)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(split)):
             raise IndexError(f"indices must lie in [0, {len(split)}), got min {self.indices.min()} "
@@ -403,7 +496,7 @@ class DownstreamFeeder(Dataset):
 
     def __getitem__(self, index: int):
         i = int(self.indices[index])
-        clip = np.asarray(self.split.data[i], dtype=np.float32)
+        clip = _clip(self.split, i)
         num_frame = int(self.split.num_frame[i])
         if self.train:
             x = random_crop_resize(clip, num_frame, self._rng.get(i), (0.5, 1.0), self.window)

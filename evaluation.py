@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from tqdm import tqdm
 import checkpoints
 import cmd_model
 import dataset
+import run_folder
 import runtime
 
 DEFAULT_ENCODER = "bigru"
@@ -56,11 +58,31 @@ def add_common_arguments(parser) -> None:
     runtime.add_threads_argument(parser)
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of every RNG (unseeded by default, as released)")
-    parser.add_argument("--output", default=None, metavar="JSON", help="write the results to this JSON file")
+    parser.add_argument("--output", default=None, metavar="JSON",
+                        help="write the results to this JSON file (default: a new file in results/ beside "
+                             "the checkpoint, ./results for --pretrained none)")
     parser.add_argument("--tb-embedding", default=None, metavar="DIR",
                         help="write the test features and labels for tensorboard's projector to DIR")
     parser.add_argument("--tsne", default=None, metavar="PATH.png",
                         help="draw a 2-D t-SNE of the test features coloured by class (needs matplotlib)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output file (and start again in a --checkpoint-path "
+                             "that holds a run, after moving it to <folder>.backup-<time>)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
+                             "refusing the data")
+
+
+def check_common_arguments(args) -> None:
+    """Everything about the flags that can be checked before any work: outputs, -j, --device."""
+    if args.workers < 0:
+        raise ValueError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
+    run_folder.check_output_file(args.output, args.overwrite, "--output")
+    if args.tsne:
+        run_folder.check_output_file(args.tsne, True, "--tsne")
+    if args.tb_embedding:
+        run_folder.check_writable_folder(args.tb_embedding, "--tb-embedding")
+    runtime.resolve_device(args.device, set_device=False)
 
 
 def seed_from_args(args) -> None:
@@ -91,6 +113,11 @@ def load_benchmark(args) -> tuple[dataset.Benchmark, dataset.SkeletonSplit, data
     benchmark = dataset.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
     train_split = dataset.load_split(benchmark.folder, "train")
     test_split = dataset.load_split(benchmark.folder, "val")
+    for split in (train_split, test_split):
+        if len(split) == 0:
+            raise ValueError(f"{split.path}: the split holds no clips")
+        dataset.require_finite(split, allow=getattr(args, "allow_nonfinite", False))
+    check_class_overlap(train_split, test_split)
     num_class = benchmark.num_class or max(train_split.num_class, test_split.num_class)
     too_large = max(train_split.num_class, test_split.num_class)
     if too_large > num_class:
@@ -99,9 +126,30 @@ def load_benchmark(args) -> tuple[dataset.Benchmark, dataset.SkeletonSplit, data
     return dataclasses.replace(benchmark, num_class=num_class), train_split, test_split
 
 
+def check_class_overlap(train_split, test_split) -> None:
+    """Error when the test set shares no class with the training set (the accuracy would be 0 by
+    construction); a warning naming the test classes the training set lacks."""
+    train, test = set(np.unique(train_split.labels).tolist()), set(np.unique(test_split.labels).tolist())
+    if not train & test:
+        raise ValueError(f"{test_split.path}: the test set's classes {_classes(test)} and the training set's "
+                         f"{_classes(train)} ({train_split.path}) share none")
+    unseen = test - train
+    if unseen:
+        count = int(np.isin(test_split.labels, sorted(unseen)).sum())
+        print(f"warning: {count} of {len(test_split)} test clips belong to classes the training set lacks: "
+              f"{_classes(unseen)} (they cannot be classified correctly)", file=sys.stderr)
+
+
+def _classes(labels: set, limit: int = 10) -> str:
+    ordered = sorted(labels)
+    return "{" + ", ".join(map(str, ordered[:limit])) + (", ..." if len(ordered) > limit else "") + "}"
+
+
 def make_loader(split, train: bool, batch_size: int, workers: int, device: torch.device, shuffle: bool,
-                indices=None) -> DataLoader:
-    feeder = dataset.DownstreamFeeder(split, train=train, indices=indices)
+                indices=None, seed: int | None = None) -> DataLoader:
+    """With a seed, the training crops are a function of (seed, epoch, clip): call the feeder's set_epoch
+    every epoch, and a resumed run continues exactly as an uninterrupted one."""
+    feeder = dataset.DownstreamFeeder(split, train=train, indices=indices, seed=seed)
     return DataLoader(feeder, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False, worker_init_fn=runtime.worker_init)
 
@@ -125,7 +173,7 @@ def load_pretrained_source(path: str) -> PretrainedSource:
                          "initialised encoder")
     if path.lower() == "none":
         return PretrainedSource(None, None, {}, None, None)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"--pretrained {path!r} does not exist (use --pretrained none to evaluate a "
                                 f"randomly initialised encoder on purpose)")
     ckpt = checkpoints.load_checkpoint(path)
@@ -324,12 +372,32 @@ def markdown_table(record: dict, columns) -> str:
                       "| " + " | ".join(fmt(v) for _, v in cells) + " |"])
 
 
+def default_output_path(record: dict) -> str:
+    """Where the results JSON goes without --output: a results/ folder beside the checkpoint (./results
+    for --pretrained none), named after what was evaluated; an earlier file is never overwritten (the
+    name gets -2, -3, ... instead)."""
+    checkpoint = record["checkpoint"]
+    if checkpoint == "none":
+        folder, tag = "results", "random"
+    else:
+        folder = os.path.join(os.path.dirname(checkpoint), "results")
+        tag = os.path.basename(checkpoint).split(".")[0]
+    stem = os.path.join(folder, "_".join([record["evaluation"], record["benchmark"], record["protocol"],
+                                          record["view"], tag]))
+    path, n = f"{stem}.json", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}-{n}.json"
+    return path
+
+
 def report(output: str | None, record: dict, columns) -> str:
+    """Print the one-row table and write the record to `output` (default: default_output_path)."""
     table = markdown_table(record, columns)
     print(table)
-    if output:
-        runtime.atomic_write_json(output, record)
-        print(f"results written to {output}")
+    output = output or default_output_path(record)
+    runtime.atomic_write_json(output, record)
+    print(f"results written to {output}")
     return table
 
 

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import cli_errors
 import evaluation
+import run_folder
 
 
 @torch.no_grad()
@@ -109,10 +111,18 @@ def main(argv=None) -> dict:
     if min(args.knn_neighbours) < 1:
         raise SystemExit(f"--knn-neighbours must be >= 1, got {args.knn_neighbours}")
     evaluation.check_visualisation_dependencies(args)
+    evaluation.check_common_arguments(args)
+    if args.save_features:
+        for name in ("train_features", "train_labels", "test_features", "test_labels"):
+            run_folder.check_output_file(os.path.join(args.save_features, f"{name}.npy"), args.overwrite,
+                                         "--save-features")
     started = time.time()
     evaluation.seed_from_args(args)
     device = evaluation.device_from_args(args)
     benchmark, train_split, test_split = evaluation.load_benchmark(args)
+    if max(args.knn_neighbours) > len(train_split):
+        raise ValueError(f"--knn-neighbours {max(args.knn_neighbours)} is larger than the training set "
+                         f"({len(train_split)} clips in {train_split.path})")
     source = evaluation.load_pretrained_source(args.pretrained)
     model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
     model.eval()
@@ -145,4 +155,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli_errors.run_main(main))

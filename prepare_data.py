@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+import cli_errors
 import dataset
+import run_folder
 
 MAX_BODIES_KINECT = 4    # bodies kept from a raw file, in file order
 MAX_BODIES = 2           # bodies kept by energy
@@ -92,19 +94,21 @@ def _parse_floats(text: str) -> np.ndarray | None:
             return None
 
 
-def read_ntu_skeleton(path: str) -> tuple[np.ndarray, np.ndarray]:
+def read_ntu_skeleton(path: str, strict_joints: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Parse a raw .skeleton file -> (xyz float64 (4, T, 25, 3), bodies per frame (T,)).
 
     Body m of frame t is the m-th body listed in that frame (file order), as in the released parser;
     bodies past the 4th and joints past the 25th are read over and dropped. Files laid out as NTU
     writes them take a vectorised path; anything else (other whitespace, malformed content) goes
-    through a line-by-line reader that names the offending line."""
+    through a line-by-line reader that names the offending line. With `strict_joints` (the default) a
+    body with a joint count other than 25 is an error naming its line (the released parser would pad
+    it with zero joints or drop the extra ones without a word)."""
     with open(path, "rb") as f:
         raw = f.read()
-    parsed = _read_ntu_fast(raw)
+    parsed = _read_ntu_fast(raw, strict_joints)
     if parsed is not None:
         return parsed
-    return _read_ntu_lines(path, raw.decode("utf-8", errors="replace"))
+    return _read_ntu_lines(path, raw.decode("utf-8", errors="replace"), strict_joints)
 
 
 _NUMBER_BYTES = np.zeros(256, dtype=bool)
@@ -119,7 +123,7 @@ def _gather_segments(buf: np.ndarray, first: np.ndarray, last: np.ndarray) -> st
     return buf[offsets + np.arange(offsets.size)].tobytes().decode()
 
 
-def _read_ntu_fast(raw: bytes):
+def _read_ntu_fast(raw: bytes, strict_joints: bool = False):
     """Vectorised reader for well-formed files (single spaces between fields): the structure comes from
     cumulative counts over line kinds, the numbers from one conversion of the x y z fields; None when
     the file does not have exactly the expected layout (the caller then reads it line by line)."""
@@ -176,6 +180,8 @@ def _read_ntu_fast(raw: bytes):
     joints_per_body = np.bincount(body_of_line[joint_lines], minlength=info_lines.size)
     if not np.array_equal(joints_per_body, value_of[info_lines + 1]):
         return None
+    if strict_joints and (joints_per_body != NUM_JOINTS).any():
+        return None                                     # the line reader names the line
     # body index within its frame and joint index within its body, for every joint line
     first_body_of_frame = np.cumsum(bodies_per_frame) - bodies_per_frame
     body = body_of_line[joint_lines]
@@ -195,7 +201,7 @@ def _read_ntu_fast(raw: bytes):
     return xyz, bodies_per_frame.astype(np.int64)
 
 
-def _read_ntu_lines(path: str, text: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_ntu_lines(path: str, text: str, strict_joints: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Line-by-line reader: accepts any whitespace and reports the first malformed line."""
     lines = text.rstrip().split("\n")
     num_frames = _int_line(lines, 0, path, "the frame count")
@@ -214,6 +220,9 @@ def _read_ntu_lines(path: str, text: str) -> tuple[np.ndarray, np.ndarray]:
                 raise SkeletonFileError(f"{path}:{i + 1}: expected a body info line of 10 fields, got "
                                         f"{len(lines[i].split())}")
             num_joints = _int_line(lines, i + 1, path, f"the joint count of body {m + 1} in frame {t + 1}")
+            if strict_joints and num_joints != NUM_JOINTS:
+                raise SkeletonFileError(f"{path}:{i + 2}: body {m + 1} of frame {t + 1} has {num_joints} "
+                                        f"joints, expected {NUM_JOINTS} (Kinect v2 skeletons)")
             i += 2
             if i + num_joints > len(lines):
                 raise SkeletonFileError(f"{path}:{len(lines)}: file ends early, expected {num_joints} joint "
@@ -436,14 +445,23 @@ def read_pku_split(path: str) -> tuple[set[str], set[str] | None]:
     return videos(lines[1]), val
 
 
-def pku_video_samples(path: str, rows: list[tuple[int, int, int]]) -> list[tuple[np.ndarray, int]]:
-    """All labelled segments of one video, each truncated to 300 frames and pre-normalised."""
+def pku_video_samples(path: str, rows: list[tuple[int, int, int]],
+                      notes: list | None = None) -> list[tuple[np.ndarray, int]]:
+    """All labelled segments of one video, each truncated to 300 frames and pre-normalised.
+
+    A row ending past the video is clipped to the video's last frame (the frames are those the released
+    slicing takes; its frame count would be one the clip does not have), noted in `notes`."""
     video = read_pku_skeleton(path)
     out = []
-    for label, start, end in rows:
+    for k, (label, start, end) in enumerate(rows):
         if start >= video.shape[1]:
             raise SkeletonFileError(f"{path}: a label row starts at frame {start} but the video has "
                                     f"{video.shape[1]} frames")
+        if end > video.shape[1]:
+            if notes is not None:
+                notes.append(f"{path}: label row {k + 1} ({label + 1},{start},{end}) ends past the video's "
+                             f"{video.shape[1]} frames")
+            end = video.shape[1]
         segment = video[:, start:end]
         out.append((pre_normalize(to_fixed_length(segment)), end - start))
     return out
@@ -470,12 +488,26 @@ class Job:
 
 
 def _run_job(job: Job):
+    """(clips, error, notes): the samples of one file, or the message of its first error."""
+    notes = []
     try:
         if job.kind == "ntu":
-            return [ntu_sample(job.path)], None
-        return pku_video_samples(job.path, job.rows), None
+            return [ntu_sample(job.path)], None, notes
+        return pku_video_samples(job.path, job.rows, notes), None, notes
     except SkeletonFileError as e:
-        return None, str(e)
+        return None, str(e), notes
+
+
+def remove_leftover_temporaries(folder: str) -> list[str]:
+    """Delete the hidden temporary files an interrupted conversion left in `folder`; returns their paths."""
+    removed = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            is_ours = (name.startswith(".") and name.endswith(".npy.tmp")) or name.endswith("_label.pkl.tmp")
+            if is_ours and os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+    return removed
 
 
 class _PartWriter:
@@ -548,14 +580,18 @@ def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int =
             if capacity.get((bench, part), 0) == 0:
                 raise ValueError(f"benchmark {bench}: the {part} split would have no samples "
                                  f"({sum(len(j.samples) for j in jobs)} samples found in total)")
+    for bench in benchmarks:
+        for path in remove_leftover_temporaries(os.path.join(out_dir, bench)):
+            print(f"removed {path}, left by an interrupted conversion", file=sys.stderr)
     writers = {key: _PartWriter(os.path.join(out_dir, key[0]), key[1], n)
                for key, n in sorted(capacity.items())}
-    bad = []
+    bad, notes = [], []
     pool = mp.Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_run_job, jobs, chunksize=4) if pool else map(_run_job, jobs)
-        for job, (clips, error) in tqdm(zip(jobs, results), total=len(jobs), desc=desc, unit="file",
-                                        dynamic_ncols=True):
+        for job, (clips, error, job_notes) in tqdm(zip(jobs, results), total=len(jobs), desc=desc,
+                                                   unit="file", dynamic_ncols=True):
+            notes.extend(job_notes)
             if error is not None:
                 if not skip_bad:
                     raise SkeletonFileError(error + "  (use --skip-bad to skip malformed files)")
@@ -582,7 +618,10 @@ def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int =
         writer.close()
     if bad:
         print(f"skipped {len(bad)} malformed file(s)", file=sys.stderr)
-    return {"written": written, "skipped": len(bad)}
+    if notes:
+        print(f"warning: {len(notes)} PKU-MMD label row(s) end past their video and were clipped to its last "
+              f"frame (frame count = frames kept); first: {notes[0]}", file=sys.stderr)
+    return {"written": written, "skipped": len(bad), "clipped_rows": len(notes)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -718,8 +757,14 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.out or os.path.join("data", DATA_NAMES[args.dataset])
+    run_folder.check_writable_folder(out, "--out")
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: expected 1 or more")
 
     if args.dataset in ("ntu60", "ntu120"):
+        if args.missing_list not in (None, "none") and not os.path.isfile(args.missing_list):
+            raise FileNotFoundError(f"--missing-list {args.missing_list}: no such file (the official list of "
+                                    f"samples with missing skeletons, or 'none' to keep every sample)")
         missing = set() if args.missing_list in (None, "none") else read_missing_list(args.missing_list)
         limits = {"max_setup": 17, "max_action": 60} if args.dataset == "ntu60" else {}
         jobs = ntu_jobs(args.raw_dir, args.benchmarks, missing, **limits)
@@ -733,6 +778,13 @@ def main(argv=None) -> dict:
         raw_dir = args.raw_dir or os.path.join(out, "raw")
         num_clips = args.num_clips or synthetic.DEFAULT_NUM_CLIPS
         names = synthetic.generate(raw_dir, num_clips=num_clips, seed=args.seed, workers=args.workers)
+        if not args.raw_dir:      # <out>/raw is ours: files of an earlier, larger generation go
+            fresh = {f"{name}.skeleton" for name in names}
+            stale = sorted(f for f in os.listdir(raw_dir) if f.endswith(".skeleton") and f not in fresh)
+            for name in stale:
+                os.remove(os.path.join(raw_dir, name))
+            if stale:
+                print(f"removed {len(stale)} raw file(s) of an earlier generation from {raw_dir}")
         jobs = ntu_jobs([raw_dir], args.benchmarks, set(), only=set(names))   # not older files there
     report = convert(jobs, out, args.benchmarks, workers=args.workers, skip_bad=args.skip_bad,
                      desc=args.dataset)
@@ -742,4 +794,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_errors.run_main(main))

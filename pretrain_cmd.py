@@ -33,8 +33,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import checkpoints
+import cli_errors
 import cmd_model
 import dataset
+import resume_check
+import run_folder
 import runtime
 
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
@@ -121,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment whole batches on the model's device (dataset.augment_pretrain_batch) "
                         "instead of "
                         "per clip with numpy in the loader workers (the released way); same distributions")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a --checkpoint-path that holds a run, after moving it to "
+                        "<folder>.backup-<time>")
+    p.add_argument("--resume-allow-changes", nargs="+", default=[], metavar="FIELD",
+                   help="fields that may differ from the resumed checkpoint's run (e.g. epochs); "
+                        "recorded in log.jsonl")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
+                        "refusing the data")
     runtime.add_threads_argument(p)
     return p
 
@@ -162,6 +174,9 @@ class Run:
         self.jsonl = None
         self.last_checkpoint = None
         self._resume_cache = None
+        self._auto_resume = None
+        self.resume_changes = []
+        self.lock = None
         self._validate_args()
         self._resolve_seed()
         self._build_data()
@@ -193,6 +208,11 @@ class Run:
             raise UsageError("--save-freq and --print-freq must be at least 1")
         if a.max_steps is not None and a.max_steps < 1:
             raise UsageError(f"--max-steps must be at least 1, got {a.max_steps}")
+        if a.workers < 0:
+            raise UsageError(f"-j/--workers {a.workers}: expected 0 (load in the main process) or more")
+        if self.is_main:      # before any work: never replace an earlier run's files by accident
+            run_folder.check_folder(a.checkpoint_path, run_folder.resumes_into(a.checkpoint_path, a.resume),
+                                    a.overwrite)
         self.amp_dtype = runtime.amp_dtype(self.device) if a.amp else None
         self.use_amp = self.amp_dtype is not None
         if a.amp and not self.use_amp:
@@ -221,6 +241,7 @@ class Run:
         try:
             benchmark = dataset.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
             split = dataset.load_split(benchmark.folder, "train")
+            dataset.require_finite(split, allow=a.allow_nonfinite)
         except (ValueError, OSError) as exc:
             raise UsageError(f"cannot load the pretraining data: {exc}") from exc
         self.data_folder = benchmark.folder
@@ -275,7 +296,18 @@ class Run:
     def _resume_path(self) -> str | None:
         a = self.args
         if a.resume == "auto":
-            return checkpoints.find_latest_checkpoint(a.checkpoint_path)
+            if self._auto_resume is None:     # the newest checkpoint that verifies, found once
+                path, ckpt, skipped = checkpoints.newest_verified_checkpoint(a.checkpoint_path)
+                for reason in skipped:
+                    self.log(f"=> --resume auto: skipping {reason}")
+                if path is None and skipped:
+                    raise UsageError(f"--resume auto: none of the {len(skipped)} checkpoints in "
+                                     f"{a.checkpoint_path} can be used (see above); start again with "
+                                     f"--overwrite instead of --resume")
+                self._auto_resume = (path,)
+                if path is not None:
+                    self._resume_cache = (path, ckpt)
+            return self._auto_resume[0]
         if not os.path.isfile(a.resume):
             raise UsageError(f"--resume {a.resume}: no such checkpoint file")
         return a.resume
@@ -284,7 +316,7 @@ class Run:
         if self._resume_cache is None or self._resume_cache[0] != path:
             try:
                 self._resume_cache = (path, checkpoints.load_checkpoint(path))
-            except RuntimeError as exc:
+            except checkpoints.CheckpointError as exc:
                 raise UsageError(str(exc)) from exc
         return self._resume_cache[1]
 
@@ -299,6 +331,11 @@ class Run:
         ckpt = self._load_resume_checkpoint(path)
         self._resume_cache = None
         saved_args = ckpt.get("args") or {}
+        try:       # everything that defines the run (older checkpoints: what their args hold)
+            self.resume_changes = resume_check.check_resume(ckpt.get("run") or saved_args,
+                                                            self.run_identity(), a.resume_allow_changes, path)
+        except resume_check.ResumeMismatch as exc:
+            raise UsageError(str(exc)) from exc
         differ = [f"--{k.replace('_', '-')} {saved_args[k]} (checkpoint) vs {getattr(a, k)} (now)"
                   for k in MODEL_ARGS if k in saved_args and saved_args[k] != getattr(a, k)]
         if differ:
@@ -321,6 +358,29 @@ class Run:
             restored.append("AMP scaler")
         self.last_checkpoint = path
         self.log(f"=> resumed from {path}: " + ", ".join(restored))
+        for change in self.resume_changes:
+            self.log(f"=> --resume-allow-changes: {change['field']} {change['checkpoint']!r} -> "
+                     f"{change['now']!r}")
+
+    def run_identity(self) -> dict:
+        """What defines this run (resume_check.PRETRAIN_FIELDS), recorded in every checkpoint."""
+        if not hasattr(self, "_identity"):
+            self._identity = resume_check.run_identity(
+                self.args, world_size=self.world, data_folder=os.path.realpath(self.data_folder),
+                code_version=resume_check.code_version())
+        return self._identity
+
+    def nonfinite_loss_error(self, epoch: int, step: int, detail: str) -> NonFiniteLossError:
+        """The stop at a non-finite loss, naming the step and this process's clips of that batch."""
+        order = list(iter(self.sampler))          # this epoch's order (set_epoch was called)
+        clips = order[step * self.per_rank_batch:(step + 1) * self.per_rank_batch]
+        names = [self.train_set.split.names[i] for i in clips]
+        shown = ", ".join(f"{i} ({n})" for i, n in zip(clips[:8], names[:8])) + (" ..." if len(clips) > 8
+                                                                                  else "")
+        return NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step} ({detail}); batch clips {shown}; stopping. The "
+            f"data were checked finite at load: lower --lr, or check these clips. Last checkpoint written "
+            f"or resumed: {self.last_checkpoint or 'none'}")
 
     def save(self, epoch: int, last_epoch: bool) -> None:
         """checkpoint_last every epoch; checkpoint_{epoch:04d} (epoch index) every --save-freq and at
@@ -328,7 +388,7 @@ class Run:
         a = self.args
         state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
-                 "args": runtime.plain_args(a), "rng": runtime.rng_state()}
+                 "args": runtime.plain_args(a), "rng": runtime.rng_state(), "run": self.run_identity()}
         if self.use_amp:
             state["scaler"] = self.scaler.state_dict()
         last = os.path.join(a.checkpoint_path, checkpoints.LAST_CHECKPOINT)
@@ -418,10 +478,8 @@ class Run:
         if bad < len(self.loader) or not all(math.isfinite(v) for v in mean):
             detail = ", ".join(f"{name}={v:.4g}" for name, v in zip(STAT_NAMES, values[n + 1:]))
             checked = max(step - self.args.print_freq + 1, 0)
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {bad} ({detail}; found at the check of steps "
-                f"{checked}..{step}, made every --print-freq steps); stopping. Check the input data for "
-                f"NaN/inf values or lower --lr. Last good checkpoint: {self.last_checkpoint or 'none'}")
+            raise self.nonfinite_loss_error(epoch, min(bad, step), f"{detail}; found by the check of steps "
+                                            f"{checked}..{step}, made every --print-freq steps")
         return mean
 
     def write_config(self) -> None:
@@ -438,7 +496,8 @@ class Run:
             self.log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
             return TrainResult(self.model, a.start_epoch, 0, self.last_checkpoint)
         if self.is_main:
-            os.makedirs(a.checkpoint_path, exist_ok=True)
+            resumes_here = run_folder.resumes_into(a.checkpoint_path, a.resume)
+            self.lock = run_folder.claim(a.checkpoint_path, resumes_here, a.overwrite)
             self.write_config()
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
             # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
@@ -446,6 +505,9 @@ class Run:
             log_path = os.path.join(a.checkpoint_path, "log.jsonl")
             _drop_records_from(log_path, a.start_epoch)
             self.jsonl = runtime.JsonlLogger(log_path)
+            if self.resume_changes:      # epoch: the last one done, so a later resume keeps this record
+                self.jsonl.write({"epoch": a.start_epoch - 1, "event": "resume_allowed_changes",
+                                  "checkpoint": self.last_checkpoint, "changes": self.resume_changes})
         self.log(f"=> pretraining CMD ({a.encoder}, H={a.hidden_size}) on {self.data_folder}: "
                  f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x "
                  f"{self.per_rank_batch} "
@@ -485,6 +547,8 @@ class Run:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if self.lock is not None:
+                self.lock.release()
         return TrainResult(self.model, epochs_done, total_steps, self.last_checkpoint)
 
 
@@ -527,13 +591,18 @@ def run(args) -> TrainResult:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv, debug = cli_errors.pop_debug(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         run(args)
-    except UsageError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+    except cli_errors.USER_ERRORS + (UsageError,) as exc:
+        if debug:
+            raise
+        print(f"{parser.prog}: error: {cli_errors.message(exc)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
+        if debug:
+            raise
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     finally:

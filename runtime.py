@@ -17,17 +17,26 @@ import torch
 import torch.distributed as dist
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA (this process's local GPU) when present, else CPU."""
+def resolve_device(name: str = "auto", local_rank: int = 0, set_device: bool = True) -> torch.device:
+    """`auto` picks CUDA (this process's local GPU) when present, else CPU. A device that is not there
+    is a ValueError naming it."""
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name!r} asked for CUDA, but torch.cuda.is_available() is False")
+            raise ValueError(f"--device {name!r} asked for CUDA, but torch.cuda.is_available() is False "
+                             f"(use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s)")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
+        if set_device:
+            torch.cuda.set_device(device)
     return device
 
 
@@ -218,14 +227,20 @@ def default_threads(workers: int = 0) -> int:
 
 
 def set_threads(threads: int | None, workers: int = 0, log=None) -> int:
-    """Apply `--threads` (None or 0: `default_threads(workers)`); returns the count set."""
+    """Apply `--threads` (None or 0: OMP_NUM_THREADS when set, else `default_threads(workers)`); returns
+    the count set."""
     if threads is not None and threads < 0:
         raise ValueError(f"--threads must be 0 (automatic) or positive, got {threads}")
-    n = threads or default_threads(workers)
-    torch.set_num_threads(n)
+    source = "--threads"
+    if not threads:
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        threads, source = (int(omp), "OMP_NUM_THREADS") if omp.isdigit() and int(omp) > 0 else \
+            (default_threads(workers), "automatic")
+    torch.set_num_threads(threads)
     if log is not None:
-        log(f"=> {n} intra-op thread{'s' if n > 1 else ''} ({'--threads' if threads else 'automatic'}; "
-            f"{usable_cores()} usable cores, {workers} loader workers)")
+        log(f"=> {threads} intra-op thread{'s' if threads > 1 else ''} ({source}; {usable_cores()} usable "
+            f"cores, {workers} loader workers)")
+    n = threads
     return n
 
 
@@ -236,5 +251,6 @@ def worker_init(worker_id: int) -> None:
 
 def add_threads_argument(parser) -> None:
     parser.add_argument("--threads", default=0, type=int, metavar="N",
-                        help="intra-op CPU threads of the main process; 0 = automatic (usable cores minus "
-                             "loader workers and minus cores busy with other processes, at least 1)")
+                        help="intra-op CPU threads of the main process; 0 = OMP_NUM_THREADS when set, else "
+                             "automatic (usable cores minus loader workers and minus cores busy with other "
+                             "processes, at least 1)")

@@ -17,7 +17,7 @@ BENCHMARKS=${BENCHMARKS:-"ntu60:cross_subject ntu60:cross_view ntu120:cross_subj
 for bench in $BENCHMARKS; do
     dataset=${bench%%:*}
     protocol=${bench##*:}
-    ckpt="$ROOT/${dataset}_${protocol}/${CHECKPOINT:-$(default_checkpoint "$dataset")}"
+    ckpt=$(checkpoint_of "$ROOT/${dataset}_${protocol}" "$dataset")
     # shellcheck disable=SC2086  # KNN is a list of k values
     run "$PY" "$HERE/../knn_eval.py" \
         --pretrained "$ckpt" \

@@ -4,14 +4,19 @@
 #
 #   pretrain_recipe DATASET PROTOCOL EPOCHS MILESTONE [extra pretrain_cmd.py args, which win...]
 #
-# Environment: PYTHON (interpreter, default python), NPROC (> 1: launch that many processes with
-# torchrun on this machine; --batch-size stays the global batch).
+# Environment: PYTHON (interpreter; default .venv/bin/python, else python3), NPROC (> 1: launch that
+# many processes with torchrun on this machine; --batch-size stays the global batch), LAUNCHER (a whole
+# launch command that replaces the interpreter, as scripts/slurm_pretrain.sh sets for several nodes).
 pretrain_recipe() {
     local dataset=$1 protocol=$2 epochs=$3 milestone=$4
     shift 4
-    local py=${PYTHON:-python}
+    local PY
+    source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
+    local py=$PY
     local launch=("$py")
-    if [ "${NPROC:-1}" -gt 1 ]; then
+    if [ -n "${LAUNCHER:-}" ]; then           # e.g. a multi-node torchrun (scripts/slurm_pretrain.sh)
+        read -ra launch <<< "$LAUNCHER"
+    elif [ "${NPROC:-1}" -gt 1 ]; then
         launch=("$py" -m torch.distributed.run --standalone --nproc_per_node="$NPROC")
     fi
     exec "${launch[@]}" "$(dirname "${BASH_SOURCE[0]}")/../pretrain_cmd.py" \

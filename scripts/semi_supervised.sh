@@ -23,7 +23,7 @@ SEEDS=${SEEDS:-"1 2 3 4 5"}
 
 if [ -z "${SUMMARY_ONLY:-}" ]; then
     for protocol in $PROTOCOLS; do
-        ckpt="$ROOT/ntu60_${protocol}/${CHECKPOINT:-checkpoint_0450.pth.tar}"
+        ckpt=$(checkpoint_of "$ROOT/ntu60_${protocol}" ntu60)
         for ratio in $RATIOS; do
             for seed in $SEEDS; do
                 run "$PY" "$HERE/../action_classification.py" --finetune \

@@ -16,7 +16,7 @@ RESULTS=${RESULTS:-./results/transfer}
 SOURCES=${SOURCES:-"ntu60 ntu120"}
 
 for source in $SOURCES; do
-    ckpt="$ROOT/${source}_cross_subject/${CHECKPOINT:-checkpoint_0450.pth.tar}"
+    ckpt=$(checkpoint_of "$ROOT/${source}_cross_subject" "$source")
     run "$PY" "$HERE/../action_classification.py" --finetune \
         --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
         --seed "${SEED:-1}" \

@@ -253,8 +253,11 @@ def test_resume_continues_and_refuses_another_view(tiny, tmp_path):
                        "--checkpoint-path", str(run_dir))
     ac.main(base + ["--epochs", "1"])
     first = checkpoints.load_checkpoint(str(run_dir / checkpoints.LAST_CHECKPOINT))
-    record = ac.main(base + ["--epochs", "2", "--resume", str(run_dir)])
+    with pytest.raises(ValueError, match="epochs: 1 in the checkpoint, 2 now.*--resume-allow-changes epochs"):
+        ac.main(base + ["--epochs", "2", "--resume", str(run_dir)])
+    record = ac.main(base + ["--epochs", "2", "--resume", str(run_dir), "--resume-allow-changes", "epochs"])
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert record["history"][0] == first["history"][0]
-    with pytest.raises(ValueError, match="view = 'joint' there, 'motion' here"):
+    assert record["resume_allowed_changes"] == [{"field": "epochs", "checkpoint": 1, "now": 2}]
+    with pytest.raises(ValueError, match="view: 'joint' in the checkpoint, 'motion' now"):
         ac.main(base + ["--epochs", "2", "--view", "motion", "--resume", str(run_dir)])

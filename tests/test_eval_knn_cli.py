@@ -11,6 +11,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import cmd_model
 import dataset
+import evaluation
 import knn_eval
 from eval_tiny_data import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
                             released_state_dict, write_benchmark, write_released_checkpoint)
@@ -65,6 +66,7 @@ def test_knn_run_end_to_end(tiny, tmp_path):
     # both sets use the 0.95 centre crop and the released query encoder's pre-head features
     ref_train, ref_train_y = _reference_features(tiny["data"], "train")
     ref_test, ref_test_y = _reference_features(tiny["data"], "val")
+    # GRU features in (-1, 1), batched differently from the reference: a few ulps; 1e-5 is ~80 ulps of 1
     np.testing.assert_allclose(train_x, ref_train, atol=1e-5)
     np.testing.assert_allclose(test_x, ref_test, atol=1e-5)
     np.testing.assert_array_equal(train_y, ref_train_y)
@@ -86,6 +88,19 @@ def test_knn_random_init_fused_view(tiny, tmp_path):
     assert record["checkpoint"] == "none" and record["checkpoint_sha256"] is None
     assert np.load(feats_dir / "test_features.npy").shape == (12, 3 * 2 * 8)     # three streams concatenated
     assert 0.0 <= record["metrics"]["top1_k1"] <= 100.0
+    # no --output: the results go to ./results for a random encoder (the test runs in a scratch folder)
+    assert json.loads(open("results/knn_custom_cross_subject_all_random.json").read()) == json.loads(
+        json.dumps(record, default=str))
+
+
+def test_default_output_is_beside_the_checkpoint_and_never_overwrites(tmp_path):
+    record = {"checkpoint": str(tmp_path / "run" / "checkpoint_0450.pth.tar"), "evaluation": "linear",
+              "benchmark": "ntu60", "protocol": "cross_view", "view": "joint"}
+    first = evaluation.default_output_path(record)
+    assert first == str(tmp_path / "run" / "results" / "linear_ntu60_cross_view_joint_checkpoint_0450.json")
+    os.makedirs(os.path.dirname(first))
+    open(first, "w").close()
+    assert evaluation.default_output_path(record) == first[:-len(".json")] + "-2.json"
 
 
 def test_knn_missing_checkpoint_is_an_error(tiny):

@@ -97,3 +97,29 @@ def test_summarise_results_groups_and_averages(tmp_path):
     assert rows[1]["last_std"] == 0.0
     table = evaluation.summary_table(rows)
     assert re.search(r"\| 1% \| 3 \| 12\.00 ± 2\.00 \| 15\.00 ± 3\.00 \|", table)
+
+
+def test_scripts_evaluate_the_newest_checkpoint_of_a_run_folder(tmp_path):
+    run = tmp_path / "synthetic_cross_subject"
+    run.mkdir()
+    for name in ("checkpoint_0009.pth.tar", "checkpoint_0010.pth.tar", "checkpoint_0002.pth.tar"):
+        (run / name).touch()
+    for script in ("linear_eval.sh", "knn_eval.sh"):
+        cmds = _commands(_run(script, str(tmp_path), DRY_RUN="1", BENCHMARKS="synthetic:cross_subject"))
+        assert [_flag(c, "--pretrained") for c in cmds] == [str(run / "checkpoint_0010.pth.tar")]
+    (run / "checkpoint_last.pth.tar").touch()       # what pretrain_cmd.py writes every epoch
+    cmds = _commands(_run("linear_eval.sh", str(tmp_path), DRY_RUN="1", BENCHMARKS="synthetic:cross_subject"))
+    assert _flag(cmds[0], "--pretrained") == str(run / "checkpoint_last.pth.tar")
+    cmds = _commands(_run("linear_eval.sh", str(tmp_path), DRY_RUN="1", BENCHMARKS="synthetic:cross_subject",
+                          CHECKPOINT="checkpoint_0002.pth.tar"))
+    assert _flag(cmds[0], "--pretrained") == str(run / "checkpoint_0002.pth.tar")
+
+
+def test_scripts_pick_python_explicit_then_project_venv_then_python3():
+    def chosen(**env):
+        full_env = {k: v for k, v in os.environ.items() if k != "PYTHON"} | env
+        return subprocess.run(["bash", "-c", "source scripts/python.sh && echo \"$PY\""], cwd=REPO,
+                              env=full_env, capture_output=True, text=True, check=True).stdout.strip()
+    assert chosen(PYTHON="/opt/my/python") == "/opt/my/python"
+    venv = os.path.join(REPO, ".venv", "bin", "python")
+    assert chosen() == (venv if os.access(venv, os.X_OK) else "python3")

@@ -49,11 +49,13 @@ def test_spatial_adjacency_against_loop_reference():
     g = graph.Graph("ntu", "spatial")
     assert g.A.shape == (3, 25, 25) and g.A.dtype == np.float32
     edges = [(c, p) for c, p in graph.NTU_BONE_PAIRS if c != p]
-    np.testing.assert_allclose(g.A, _naive_spatial(25, edges), atol=1e-7)
+    # float64 built, stored float32: entries in [0, 1] round by at most 2**-24 relative (6e-8)
+    np.testing.assert_allclose(g.A, _naive_spatial(25, edges), rtol=2 ** -23, atol=0)
     # properties: inward columns sum to 1 except at the centre (no parent), outward at leaves is zero
     inward_cols = g.A[1].sum(axis=0)
     assert inward_cols[graph.NTU_CENTER] == 0
-    np.testing.assert_allclose(np.delete(inward_cols, graph.NTU_CENTER), 1.0, atol=1e-6)
+    # a float32 sum of at most 5 rounded entries: a few ulps of 1 (1.2e-7 each); 1e-6 is ~8 ulps
+    np.testing.assert_allclose(np.delete(inward_cols, graph.NTU_CENTER), 1.0, rtol=1e-6)
     # the spine_shoulder (centre) receives from spine_mid, neck, both shoulders: four children
     assert np.count_nonzero(g.A[1][graph.NTU_CENTER]) == 4
     assert np.array_equal(g.A[1] > 0, (g.A[2] > 0).T)
@@ -62,7 +64,7 @@ def test_spatial_adjacency_against_loop_reference():
 def test_uniform_adjacency_is_column_normalised_and_symmetric_in_support():
     a = graph.Graph("ntu", "uniform").A
     assert a.shape == (1, 25, 25)
-    np.testing.assert_allclose(a[0].sum(axis=0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(a[0].sum(axis=0), 1.0, rtol=1e-6)      # as above: ~8 float32 ulps of 1
     assert np.array_equal(a[0] > 0, (a[0] > 0).T)
 
 
@@ -70,7 +72,7 @@ def test_another_layout_is_one_table(monkeypatch):
     chain = graph.Layout("chain3", ("a", "b", "c"), ((0, 1), (1, 1), (2, 1)), center=1)
     monkeypatch.setitem(graph.LAYOUTS, "chain3", chain)
     g = graph.Graph("chain3")
-    np.testing.assert_allclose(g.A, _naive_spatial(3, [(0, 1), (2, 1)]), atol=1e-7)
+    np.testing.assert_allclose(g.A, _naive_spatial(3, [(0, 1), (2, 1)]), rtol=2 ** -23, atol=0)
 
 
 def test_bad_names_and_tables_fail_clearly():

@@ -185,7 +185,11 @@ def test_pre_normalize_equals_loop_version_on_edge_cases(case):
     clip = _edge_cases()[case]
     out = P.pre_normalize(clip.copy())
     reference = loop_pre_normalization(clip[None].copy())[0]
-    np.testing.assert_allclose(out, reference, rtol=0, atol=1e-6)
+    # Both rotate in float64 and store float32 (values up to ~2): the second rotation's matrix comes from
+    # the first's float32 result, so a 1-ulp difference there (1.2e-7 at 1) moves the output by about as
+    # much. rtol=1e-6 plus atol=1e-6 for the values near 0 is about ten times that; a wrong frame, joint
+    # or rotation is off by > 1e-2.
+    np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6)
     assert out.shape == clip.shape and out.dtype == np.float32
 
 
@@ -431,7 +435,7 @@ def test_readers_agree_on_crafted_layouts(tmp_path):
     write_ntu(path, frames)
     with open(path, "rb") as f:
         raw = f.read()
-    fast = P._read_ntu_fast(raw)
+    fast = P._read_ntu_fast(raw)              # the released acceptance of other joint counts (not strict)
     assert fast is not None
     lines = P._read_ntu_lines(path, raw.decode())
     np.testing.assert_array_equal(fast[0], lines[0])
@@ -440,7 +444,7 @@ def test_readers_agree_on_crafted_layouts(tmp_path):
     for variant in (raw.replace(b"\n", b"\r\n"), raw.replace(b" ", b"\t"), raw.replace(b" ", b"  ")):
         with open(path, "wb") as f:
             f.write(variant)
-        xyz, counts = P.read_ntu_skeleton(path)
+        xyz, counts = P.read_ntu_skeleton(path, strict_joints=False)
         np.testing.assert_array_equal(xyz, fast[0])
         np.testing.assert_array_equal(counts, fast[1])
     # loop reference

@@ -227,18 +227,23 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatc
     b = load(os.path.join(resumed, "checkpoint_last.pth.tar"))
     assert a["epoch"] == b["epoch"] == 3
     assert set(a["state_dict"]) == set(b["state_dict"])
+    # The resumed run repeats the same float32 operations in the same order, so on one machine the results
+    # are bit-identical. rtol=1e-5 (atol=1e-6 for values near 0) only admits BLAS kernels whose rounding
+    # depends on memory alignment (a few ulps, grown over the remaining steps); a resume that loses any
+    # state (RNG, queues, momentum, learning rate) moves losses and weights by orders of magnitude more.
+    tol = dict(rtol=1e-5, atol=1e-6)
     for key in a["state_dict"]:       # every weight, BatchNorm statistic, queue and pointer
-        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], atol=1e-6, rtol=0, msg=key)
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], **tol, msg=key)
     momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
     momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
     assert len(momentum_a) == len(momentum_b) > 0
     for ma, mb in zip(momentum_a, momentum_b):
-        torch.testing.assert_close(mb, ma, atol=1e-6, rtol=0)
+        torch.testing.assert_close(mb, ma, **tol)
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(b["optimizer"]["param_groups"][0]["lr"])
     log_a = read_jsonl(os.path.join(straight, "log.jsonl"))
     log_b = read_jsonl(os.path.join(resumed, "log.jsonl"))
     assert [r["epoch"] for r in log_b] == [0, 1, 2]
-    assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a], abs=1e-6)
+    assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a], rel=1e-5, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- 3. atomic writes
@@ -276,7 +281,7 @@ def test_truncated_checkpoint_write_never_replaces_the_good_one(data_dir, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------- 4. NaN
-def test_nan_in_data_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, capsys):
+def test_nan_in_data_is_refused_at_load_and_keeps_checkpoint(tmp_path, capsys):
     data, ck = str(tmp_path / "data"), str(tmp_path / "ck")
     write_split(data)
     assert pretrain_cmd.main(cli(data, ck, "--epochs", "1")) == 0
@@ -284,12 +289,45 @@ def test_nan_in_data_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, ca
     good = sha256(last)
     write_split(data, nan=True)
     capsys.readouterr()
-    rc = pretrain_cmd.main(cli(data, ck, "--epochs", "2", "--resume", "auto"))
+    rc = pretrain_cmd.main(cli(data, ck, "--epochs", "2", "--resume", "auto",
+                               "--resume-allow-changes", "epochs"))
     err = capsys.readouterr().err
-    assert rc == 1
-    assert "non-finite loss at epoch 1, step 0" in err and last in err
+    assert rc == 2
+    assert "non-finite values" in err and "first in clip 0 (clip000)" in err and "--allow-nonfinite" in err
     assert sha256(last) == good and load(last)["epoch"] == 1
     assert len(read_jsonl(os.path.join(ck, "log.jsonl"))) == 1
+
+
+def test_nonfinite_loss_stops_naming_step_and_clips_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    data, ck = write_split(str(tmp_path / "data")), str(tmp_path / "ck")
+    assert pretrain_cmd.main(cli(data, ck, "--epochs", "1")) == 0
+    last = os.path.join(ck, "checkpoint_last.pth.tar")
+    good = sha256(last)
+    real_views = pretrain_cmd.Run._batch_views
+    calls = []
+
+    def poisoned_second_batch(self, batch, generator):      # the model sees NaN at step 1 of epoch 1
+        views = real_views(self, batch, generator)
+        calls.append(1)
+        return tuple(torch.full_like(v, float("nan")) for v in views) if len(calls) == 2 else views
+
+    monkeypatch.setattr(pretrain_cmd.Run, "_batch_views", poisoned_second_batch)
+    capsys.readouterr()
+    rc = pretrain_cmd.main(cli(data, ck, "--epochs", "2", "--resume", "auto",
+                               "--resume-allow-changes", "epochs"))
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "non-finite loss at epoch 1, step 1" in err and last in err
+    run = pretrain_cmd.Run.__new__(pretrain_cmd.Run)          # the clips of that batch, recomputed here
+    from torch.utils.data import DistributedSampler
+    run.sampler = DistributedSampler(range(N_CLIPS), num_replicas=1, rank=0, shuffle=True, seed=3)
+    run.sampler.set_epoch(1)
+    order = list(run.sampler)[4:8]
+    assert "batch clips " + ", ".join(f"{i} (clip{i:03d})" for i in order) in err
+    assert sha256(last) == good and load(last)["epoch"] == 1
+    records = read_jsonl(os.path.join(ck, "log.jsonl"))        # the allowed change is recorded
+    assert [r.get("event") for r in records] == [None, "resume_allowed_changes"]
+    assert records[1]["changes"] == [{"field": "epochs", "checkpoint": 1, "now": 2}]
 
 
 # ---------------------------------------------------------------------------------------- 5. torchrun

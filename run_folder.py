@@ -1,0 +1,207 @@
+"""Run folders and result files are never overwritten by accident, and one run at a time writes a folder.
+
+A folder that already holds a checkpoint belongs to an earlier run. A new run starts there only with
+`--resume` (continue that run) or `--overwrite` (start again: the old run is first moved aside to
+`<folder>.backup-<UTC time>`, nothing is deleted). An existing results file (`--output`) is replaced
+only with `--overwrite`.
+
+While a run writes a folder it holds `<folder>/.lock` (pid, host, start time), created with O_EXCL so
+two runs cannot both take it. A lock whose process no longer runs on this host is recognised as stale
+and replaced with a message; one from another host cannot be checked from here, so the message says how
+to clear it by hand. A lock held by the calling process itself (an earlier run in the same Python
+process that raised) is taken over.
+"""
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import glob
+import json
+import os
+import socket
+import time
+
+LOCK_NAME = ".lock"
+# what marks a folder as holding a run: checkpoints of pretraining or of action_classification.py
+RUN_MARKERS = ("checkpoint_*.pth.tar", "model_best.pth.tar")
+
+
+class RunFolderError(ValueError):
+    """A run folder or output file that this run must not touch (a user error: exit status 2)."""
+
+
+def held_checkpoints(folder: str) -> list[str]:
+    """Checkpoint files in `folder` (sorted names); empty when the folder is absent."""
+    found = set()
+    for pattern in RUN_MARKERS:
+        found.update(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(folder), pattern)))
+    return sorted(found)
+
+
+def _describe(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_folder(folder: str, resume: bool, overwrite: bool, flag: str = "--checkpoint-path") -> None:
+    """Refuse, before any work, a run that would silently replace an earlier run's files.
+
+    Read-only: nothing is moved or created here (see `claim`)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise RunFolderError(f"{flag} {folder} is a file, expected a folder for the run's checkpoints")
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite exclude each other: continue the run in "
+                             f"{folder}, or move it aside and start again")
+    _check_lock(folder)
+    held = held_checkpoints(folder)
+    if held and not resume and not overwrite:
+        raise RunFolderError(f"{flag} {folder} already holds a run ({_describe(held)}); add --resume auto "
+                             f"to continue it, or --overwrite to move it to a dated backup and start again")
+    parent = _existing_ancestor(folder)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{flag} {folder}: cannot write into {parent} (permission denied)")
+
+
+def resumes_into(folder: str, resume: str) -> bool:
+    """Whether `--resume` continues the run in `folder` ('auto', or a checkpoint file inside it). A
+    checkpoint from elsewhere starts a new run there, which must not replace the folder's own."""
+    if not resume:
+        return False
+    if resume == "auto":
+        return True
+    target = resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
+    return os.path.realpath(target) == os.path.realpath(folder)
+
+
+def _existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def backup_path(folder: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{os.path.normpath(folder)}.backup-{stamp}"
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
+
+
+class FolderLock:
+    """`<folder>/.lock` held by this process; `release()` is idempotent and also runs at exit."""
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.held = False
+
+    def acquire(self) -> None:
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                _check_lock(os.path.dirname(self.path), remove_stale=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(owner, f)
+            self.held = True
+            atexit.register(self.release)
+            return
+        raise RunFolderError(f"cannot take the lock {self.path}: another run keeps creating it")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                with open(self.path) as f:
+                    mine = json.load(f).get("pid") == os.getpid()
+            except (OSError, ValueError):
+                mine = False
+            if mine:
+                os.remove(self.path)
+
+
+def _read_lock(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}          # unreadable or half-written: treated as held by an unknown owner
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_lock(folder: str, remove_stale: bool = False) -> None:
+    """Raise if another live run holds `folder`; report (and with remove_stale, remove) a stale lock."""
+    path = os.path.join(folder, LOCK_NAME)
+    owner = _read_lock(path)
+    if owner is None:
+        return
+    pid, host = owner.get("pid"), owner.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        if pid == os.getpid():       # left by an earlier run in this very process
+            if remove_stale:
+                os.remove(path)
+            return
+        if not _pid_alive(pid):
+            if remove_stale:
+                print(f"note: removing the stale lock {path} of process {pid} on {host}, which no longer "
+                      f"runs (an interrupted run)")
+                os.remove(path)
+            return
+        raise RunFolderError(f"{folder} is in use by another run (process {pid} on this host, lock {path}); "
+                             f"wait for it to finish or stop it, or choose another folder")
+    started = owner.get("started")
+    when = (dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds")
+            if isinstance(started, (int, float)) else "an unknown time")
+    raise RunFolderError(f"{folder} is locked by process {pid} on host {host!r} since {when} ({path}); if "
+                         f"no run is using this folder any more, delete {path} and start again")
+
+
+def claim(folder: str, resume: bool, overwrite: bool, flag: str = "--checkpoint-path") -> FolderLock:
+    """Check as `check_folder`, move an earlier run aside when overwriting, create the folder, lock it."""
+    check_folder(folder, resume, overwrite, flag)
+    if overwrite and held_checkpoints(folder):
+        backup = backup_path(folder)
+        os.replace(folder, backup)
+        print(f"=> --overwrite: moved the earlier run in {folder} to {backup}")
+    os.makedirs(folder, exist_ok=True)
+    lock = FolderLock(folder)
+    lock.acquire()
+    return lock
+
+
+def check_output_file(path: str | None, overwrite: bool, flag: str = "--output") -> None:
+    """An output file must be writable and must not replace an earlier one without --overwrite."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise RunFolderError(f"{flag} {path} is a folder, expected a file name")
+    if os.path.exists(path) and not overwrite:
+        raise RunFolderError(f"{flag} {path} already exists (an earlier result); choose another name or "
+                             f"add --overwrite to replace it")
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), flag, path)
+
+
+def check_writable_folder(folder: str, flag: str, shown: str | None = None) -> None:
+    """`folder` is, or can be created as, a folder we can write into."""
+    shown = shown or folder
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise RunFolderError(f"{flag} {shown}: {folder} is a file, expected a folder")
+    parent = _existing_ancestor(folder)
+    if not os.path.isdir(parent):
+        raise RunFolderError(f"{flag} {shown}: {parent} is a file, expected a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{flag} {shown}: cannot write into {parent} (permission denied)")
