@@ -2,8 +2,9 @@
 subcommand's arguments, run it)).
 
     python benchmark.py data      # raw-file parser and pre-normalisation: ours vs the released loops
-    python benchmark.py train     # one CMD training step (stepwise BiGRU vs the released per-frame loop)
-                                  # and the pretraining augmentations (per clip in numpy vs batched)
+    python benchmark.py train     # one CMD training step per BiGRU mode (default vs the released per-frame
+                                  # loop), encoder GFLOP/s against the matmul throughput, peak memory, and
+                                  # the pretraining augmentations (per clip in numpy vs batched)
 
 `data` runs on the real NTU sample files in ../shared/data/ntu_samples when present (or --files-dir),
 else on synthetic .skeleton files generated into a temporary folder, and reports files per second and
@@ -105,16 +106,26 @@ def run_data(args) -> dict:
 
 
 def _train_arguments(parser):
+    import cmd_model  # noqa: PLC0415
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--encoder", default="bigru", choices=sorted(cmd_model.ENCODERS),
+                        help="sequence encoder of the CMD model")
     parser.add_argument("--hidden-size", type=int, default=256, help="GRU hidden size H (paper: 1024)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per step (paper: 64)")
     parser.add_argument("--frames", type=int, default=64, help="frames per clip after the crop-resize")
     parser.add_argument("--contrast-k", type=int, default=1024, help="queue size K (paper: 16384)")
     parser.add_argument("--topk", type=int, default=512, help="CMD neighbours (paper: 8192)")
     parser.add_argument("--modes", nargs="+", default=["stepwise", "loop"],
-                        help="BiGRU computations to time (cmd_model.StepwiseGRU.MODES)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per mode (after 2 warm-up steps)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+                        choices=cmd_model.StepwiseGRU.MODES,
+                        help="BiGRU computations to time (cmd_model.StepwiseGRU.MODES; 'stepwise' is the "
+                             "default, which runs StepwiseGRU.IMPLEMENTATION[device])")
+    parser.add_argument("--amp", action="store_true",
+                        help="autocast as pretrain_cmd.py --amp does (runtime.amp_dtype of the device)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode first")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (CPU); 0 = runtime.default_threads()")
+    parser.add_argument("--no-augment", action="store_true", help="skip the augmentation timing")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -124,69 +135,232 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+GRU_FORMULA = ("GRU multiply-adds of one encoder's forward = N*T*2*3H*sum_l(I_l + H), I_0 = 150, "
+               "I_l = 2H for l > 0 (both directions, gates r, z, n; element-wise work not counted); "
+               "one encoder forward+backward = 3x that; one CMD step = 3 query encoders forward+backward "
+               "+ 3 key encoders forward = 12x that; FLOP = 2 x multiply-adds")
+
+
+def gru_macs(batch: int, frames: int, hidden: int, layers: int = 3, input_size: int = 150) -> int:
+    """Multiply-adds of one BiGRU encoder's forward pass (see GRU_FORMULA)."""
+    total, size = 0, input_size
+    for _ in range(layers):
+        total += 2 * 3 * hidden * (size + hidden)
+        size = 2 * hidden
+    return batch * frames * total
+
+
+class _PeakRSS:
+    """Peak resident memory of this process while active (sampled every 5 ms by a thread), in bytes."""
+
+    def __init__(self):
+        import threading  # noqa: PLC0415
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.current())
+
+    def __enter__(self):
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def _matmul_gflops(torch, device, repeats: int = 3) -> tuple[float, float]:
+    """Measured float32 matrix-multiply throughput (best of `repeats` square products), GFLOP/s of wall
+    time and of this process's CPU time (the same on a quiet machine; CPU time ignores other processes)."""
+    size = 8192 if device.type == "cuda" else 1536
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    return 2 * size ** 3 / best / 1e9, 2 * size ** 3 / max(best_cpu, 1e-9) / 1e9
+
+
 def run_train(args) -> dict:
-    """Seconds per CMD training step (forward, backward, SGD update, enqueue) for each BiGRU mode,
-    then clips per second of the SPEC s.4 pretraining augmentations, per clip (numpy, as in the
-    loader) and batched (torch, on the device)."""
+    """Seconds per CMD training step (forward, backward, SGD update, enqueue) for each BiGRU mode, timed
+    interleaved in one process on one model (same weights and inputs; the modes take turns step by step),
+    the BiGRU encoder's own forward+backward rate against the measured matrix-multiply throughput, and
+    clips per second of the SPEC s.4 pretraining augmentations (numpy per clip and batched torch)."""
+    import contextlib  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
     import cmd_model  # noqa: PLC0415
     import dataset  # noqa: PLC0415
     import runtime  # noqa: PLC0415
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    runtime.set_threads(args.threads)
     device = runtime.resolve_device(args.device)
+    amp_dtype = runtime.amp_dtype(device) if args.amp else None
+    if args.amp and amp_dtype is None:
+        print(f"warning: --amp: {device} has no bfloat16/float16 autocast support here; float32")
+
+    def autocast():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
     torch.manual_seed(0)
-    n, t = args.batch_size, args.frames
+    n, t, h = args.batch_size, args.frames, args.hidden_size
     x_q = torch.randn(n, 3, t, 25, 2, device=device)
     x_k = torch.randn(n, 3, t, 25, 2, device=device)
-    result = {"device": str(device), "threads": torch.get_num_threads(), "hidden_size": args.hidden_size,
-              "batch_size": n, "frames": t, "contrast_k": args.contrast_k, "topk": args.topk, "step": {}}
-    print(f"CMD training step on {device} ({torch.get_num_threads()} threads): H={args.hidden_size}, "
-          f"batch {n}, {t} frames, K={args.contrast_k}, top-k {args.topk}, MLP head; median of {args.steps}")
-    print(f"{'BiGRU mode':<14}{'s / step':>10}{'clips/s':>10}{'speed-up':>10}")
-    for mode in args.modes:
-        model = cmd_model.CMD(hidden_size=args.hidden_size, K=args.contrast_k, topk=args.topk, mlp=True,
-                              gru_mode=mode).to(device)
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01,
-                                    momentum=0.9, weight_decay=1e-4)
-        times = []
-        for step in range(args.steps + 2):
-            _sync(device)
-            start = time.perf_counter()
+    model = cmd_model.CMD(encoder=args.encoder, hidden_size=h, K=args.contrast_k, topk=args.topk, mlp=True)
+    model = model.to(device)
+    grus = [m for m in model.modules() if isinstance(m, cmd_model.StepwiseGRU)]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                                weight_decay=1e-4)
+    implementation = {mode: cmd_model.StepwiseGRU(1, 1, 1, mode=mode).implementation(device)
+                      for mode in args.modes}
+
+    def set_mode(mode):
+        for gru in grus:
+            gru.mode = mode
+
+    def step():
+        with autocast():
             loss = model(x_q, x_k).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    macs_encoder = gru_macs(n, t, h) if grus else 0
+    encoder_seq = torch.randn(n, t, 150, device=device) if grus else None
+
+    def encoder_pass():
+        gru = model.encoder_q.encoder
+        with autocast():
+            out = gru(encoder_seq)
+        out[:, -1].float().sum().backward()
+
+    result = {"device": str(device), "device_name": _device_name(torch, device),
+              "threads": torch.get_num_threads(), "encoder": args.encoder, "hidden_size": h, "batch_size": n,
+              "frames": t, "contrast_k": args.contrast_k, "topk": args.topk, "amp": str(amp_dtype),
+              "steps": args.steps, "warmup": args.warmup, "implementation": implementation,
+              "gru_formula": GRU_FORMULA, "gru_gmacs_per_step": 12 * macs_encoder / 1e9, "modes": {}}
+    print(f"CMD training step on {result['device_name']} ({device}, {torch.get_num_threads()} threads): "
+          f"{args.encoder}, H={h}, batch {n}, {t} frames, K={args.contrast_k}, top-k {args.topk}, MLP head, "
+          f"{'autocast ' + str(amp_dtype) if amp_dtype else 'float32'}; median of {args.steps} steps after "
+          f"{args.warmup} warm-up, modes interleaved step by step")
+    print(GRU_FORMULA)
+    matmul, matmul_cpu = _matmul_gflops(torch, device)
+    times = {mode: [] for mode in args.modes}
+    cpu_times = {mode: [] for mode in args.modes}
+    enc_times = {mode: [] for mode in args.modes}
+    enc_cpu_times = {mode: [] for mode in args.modes}
+    peaks = {mode: 0 for mode in args.modes}
+    for i in range(args.warmup + args.steps):
+        for mode in args.modes:
+            set_mode(mode)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with _PeakRSS() as rss:
+                _sync(device)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                step()
+                _sync(device)
+                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
+            peaks[mode] = max(peaks[mode], peak)
+            if grus:
+                _sync(device)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                encoder_pass()
+                _sync(device)
+                enc_elapsed, enc_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                model.zero_grad(set_to_none=True)
+            if i >= args.warmup:
+                times[mode].append(elapsed)
+                cpu_times[mode].append(elapsed_cpu)
+                if grus:
+                    enc_times[mode].append(enc_elapsed)
+                    enc_cpu_times[mode].append(enc_cpu)
+    med = statistics.median
+    base = med(times["loop"]) if "loop" in times else None
+    base_cpu = med(cpu_times["loop"]) if "loop" in times else None
+    memory = "GPU peak" if device.type == "cuda" else "RSS peak"
+    print(f"float32 matrix-multiply throughput measured here: {matmul:.1f} GFLOP/s wall, "
+          f"{matmul_cpu:.1f} GFLOP/s of process CPU time")
+    print(f"{'BiGRU mode':<11}{'runs':<7}{'s/step':>8}{'clips/s':>8}{'vs loop':>8}{'enc GFLOP/s':>12}"
+          f"{'share':>6}{'step GRU':>9}{'CPU s/step':>11}{'vs loop':>8}{'CPU share':>10}"
+          f"{memory + ' GiB':>13}")
+    for mode in args.modes:
+        seconds, cpu_s = med(times[mode]), med(cpu_times[mode])
+        enc_s = med(enc_times[mode]) if grus else float("nan")
+        enc_cpu = med(enc_cpu_times[mode]) if grus else float("nan")
+        enc_gflops = 2 * 3 * macs_encoder / enc_s / 1e9 if grus else float("nan")
+        enc_gflops_cpu = 2 * 3 * macs_encoder / max(enc_cpu, 1e-9) / 1e9 if grus else float("nan")
+        step_gflops = 2 * 12 * macs_encoder / seconds / 1e9
+        entry = {"s_per_step": seconds, "clips_per_s": n / seconds, "times": times[mode],
+                 "speedup_vs_loop": base / seconds if base else None, "implementation": implementation[mode],
+                 "cpu_s_per_step": cpu_s, "cpu_speedup_vs_loop": base_cpu / cpu_s if base_cpu else None,
+                 "encoder_fwd_bwd_s": enc_s, "encoder_gflops": enc_gflops,
+                 "encoder_share_of_matmul": enc_gflops / matmul, "encoder_cpu_s": enc_cpu,
+                 "encoder_share_of_matmul_cpu_time": enc_gflops_cpu / matmul_cpu,
+                 "step_gru_gflops": step_gflops, "peak_memory_bytes": peaks[mode]}
+        result["modes"][mode] = entry
+        ratio = f"{base / seconds:>7.2f}x" if base else f"{'-':>8}"
+        ratio_cpu = f"{base_cpu / cpu_s:>7.2f}x" if base_cpu else f"{'-':>8}"
+        print(f"{mode:<11}{implementation[mode]:<7}{seconds:>8.3f}{n / seconds:>8.1f}{ratio}"
+              f"{enc_gflops:>12.1f}{100 * enc_gflops / matmul:>5.0f}%{step_gflops:>9.1f}"
+              f"{cpu_s:>11.3f}{ratio_cpu}{100 * enc_gflops_cpu / matmul_cpu:>9.0f}%"
+              f"{peaks[mode] / 2 ** 30:>13.2f}")
+    result["matmul_gflops"], result["matmul_gflops_cpu_time"] = matmul, matmul_cpu
+    print("enc GFLOP/s: one BiGRU encoder's forward+backward alone (3x the forward count); share: of the "
+          "matrix-multiply throughput; step GRU: the step's GRU GFLOP over the whole step's wall time; CPU "
+          "columns: the same from this process's CPU time (all its threads), robust to other processes")
+    del model, optimizer, grus
+
+    if not args.no_augment:
+        clips = np.random.default_rng(0).normal(size=(n, 3, 300, 25, 2)).astype(np.float32)
+        num_frame = np.full(n, 150)
+        rng = np.random.default_rng(0)
+        per_clip = _timed(lambda _: [dataset.augment_pretrain(c, 150, rng) for c in clips], [None],
+                          max(args.steps, 1))
+        clips_t = torch.from_numpy(clips).to(device)
+        frames_t = torch.from_numpy(num_frame).to(device)
+
+        def batched(_):
+            dataset.augment_pretrain_batch(clips_t, frames_t)
             _sync(device)
-            if step >= 2:
-                times.append(time.perf_counter() - start)
-        result["step"][mode] = statistics.median(times)
-        del model, optimizer
-    base = result["step"].get("loop")
-    for mode, seconds in result["step"].items():
-        speedup = f"{base / seconds:>9.2f}x" if base else f"{'-':>10}"
-        print(f"{mode:<14}{seconds:>10.3f}{n / seconds:>10.1f}{speedup}")
-
-    clips = np.random.default_rng(0).normal(size=(n, 3, 300, 25, 2)).astype(np.float32)
-    num_frame = np.full(n, 150)
-    rng = np.random.default_rng(0)
-    per_clip = _timed(lambda _: [dataset.augment_pretrain(c, 150, rng) for c in clips], [None], args.steps)
-    clips_t = torch.from_numpy(clips).to(device)
-    frames_t = torch.from_numpy(num_frame).to(device)
-
-    def batched(_):
-        dataset.augment_pretrain_batch(clips_t, frames_t)
-        _sync(device)
-    batched_s = _timed(batched, [None], args.steps)
-    result["augment_clips_per_s"] = {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}
-    print(f"pretraining augmentation (one view): numpy per clip {n / per_clip:.0f} clips/s, "
-          f"batched torch on {device} {n / batched_s:.0f} clips/s")
+        batched_s = _timed(batched, [None], max(args.steps, 1))
+        result["augment_clips_per_s"] = {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}
+        print(f"pretraining augmentation (one view): numpy per clip {n / per_clip:.0f} clips/s in one "
+              f"process "
+              f"(the loader's workers each add about as much), batched torch on {device} "
+              f"{n / batched_s:.0f} clips/s")
     if args.json:
         from runtime import atomic_write_json  # noqa: PLC0415
         atomic_write_json(args.json, result)
     return result
+
+
+def _device_name(torch, device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 SUBCOMMANDS = {

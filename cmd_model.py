@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import bigru
 import checkpoints
 import graph
 import moco
@@ -57,18 +58,26 @@ def _check_clip(x: torch.Tensor, in_channels: int, num_joints: int, num_person: 
 
 # ----------------------------------------------------------------------------- BiGRU encoder
 class StepwiseGRU(nn.Module):
-    """The released `EncoderRNN`: holds `gru`, a bidirectional `nn.GRU`, and runs it in one of three ways.
+    """The released `EncoderRNN`: holds `gru`, a bidirectional `nn.GRU`, and runs it in one of these ways.
 
     'stepwise' (default): the released semantics without a Python loop over time. The released code
       feeds one time step at a time and carries the hidden state of all layers and directions, so
       the `_reverse` weights also run forward in time: per layer, two independent forward GRUs over
-      the whole sequence, outputs concatenated (2H) as the next layer's input. One fused GRU call
-      per layer and direction, with the parameters of `gru` (key names unchanged).
+      the whole sequence, outputs concatenated (2H) as the next layer's input. Computed by the
+      fastest exact implementation for the device (`IMPLEMENTATION`), with the parameters of `gru`
+      (key names unchanged). The same semantics with the implementation forced:
+      'custom': `bigru.PairGRUFunction`, both directions batched, weight gradients as whole-sequence
+        products (fastest on CPU);
+      'fused': one fused GRU call per layer and direction (cuDNN on CUDA, with the weights of each
+        layer-direction in a flat buffer of its own; ATen's GRU on CPU).
     'loop': the released per-timestep loop (reference implementation, slow).
     'bidirectional': a true bidirectional pass (a different model; opt-in).
     """
 
-    MODES = ("stepwise", "loop", "bidirectional")
+    MODES = ("stepwise", "loop", "bidirectional", "custom", "fused")
+    # what 'stepwise' runs, per device type: measured with `benchmark.py train --modes custom fused loop`
+    # (flip an entry here when a measurement on that device says so; scripts/gpu_check.sh measures CUDA)
+    IMPLEMENTATION = {"cpu": "custom", "cuda": "fused"}
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, mode: str = "stepwise"):
         super().__init__()
@@ -80,15 +89,26 @@ class StepwiseGRU(nn.Module):
         self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True,
                           bidirectional=True)
 
+    def implementation(self, device: torch.device) -> str:
+        """The computation `forward` uses on `device`: 'custom', 'fused', 'loop' or 'bidirectional'."""
+        if self.mode == "stepwise":
+            return self.IMPLEMENTATION.get(device.type, "fused")
+        return self.mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, input_size) -> top layer's outputs (N, T, 2H)."""
-        if self.mode == "stepwise":
-            return self._stepwise(x)
-        if self.mode == "loop":
+        how = self.implementation(x.device)
+        if how == "custom":
+            return bigru.custom_pair_gru(self.gru, x.transpose(0, 1)).transpose(0, 1)
+        if how == "fused":
+            return bigru.cudnn_pair_gru(self.gru, x) if x.is_cuda else self._fused(x)
+        if x.is_cuda and not bigru.in_one_flat_buffer(self.gru):
+            self.gru.flatten_parameters()  # nn.GRU's own cuDNN layout (after 'fused' gave each direction one)
+        if how == "loop":
             return self._loop(x)
         return self.gru(x)[0]
 
-    def _stepwise(self, x: torch.Tensor) -> torch.Tensor:
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         h0 = x.new_zeros(1, n, self.hidden_size)
         for layer in range(self.num_layers):

@@ -55,6 +55,7 @@ def add_common_arguments(parser) -> None:
                              "else 1024)")
     parser.add_argument("-j", "--workers", type=int, default=4, help="data loading workers")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    runtime.add_threads_argument(parser)
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of every RNG (unseeded by default, as released)")
     parser.add_argument("--output", default=None, metavar="JSON",
@@ -89,6 +90,8 @@ def seed_from_args(args) -> None:
 
 
 def device_from_args(args) -> torch.device:
+    """The device; also sets the intra-op threads (--threads, runtime.set_threads)."""
+    runtime.set_threads(getattr(args, "threads", 0), args.workers)
     return runtime.resolve_device(args.device)
 
 
@@ -148,7 +151,7 @@ def make_loader(split, train: bool, batch_size: int, workers: int, device: torch
     every epoch, and a resumed run continues exactly as an uninterrupted one."""
     feeder = dataset.DownstreamFeeder(split, train=train, indices=indices, seed=seed)
     return DataLoader(feeder, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=False)
+                      pin_memory=device.type == "cuda", drop_last=False, worker_init_fn=runtime.worker_init)
 
 
 # ----------------------------------------------------------------------------------------------------

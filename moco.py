@@ -109,16 +109,34 @@ class AlignedQueues:
                              f"{global_batch} (per-rank batch x world size {distributed_world_size()}); "
                              f"choose K and the batch so that K % batch == 0 and drop the last "
                              f"incomplete batch")
-        ptr = self.pointer(owner)
         for name in self.queue_names:
             k = gathered[name]
             if k.dim() != 2 or k.shape[1] != self.dim:
                 raise ValueError(f"keys for {name!r} must be (N, {self.dim}), got {tuple(k.shape)}")
-            getattr(owner, name)[:, ptr:ptr + global_batch] = k.T
+        # All on the device, no host read of the pointer (no synchronisation per step): slots
+        # ptr..ptr+batch-1 (K % batch == 0, so they never wrap) and the new pointer.
+        pointers = [getattr(owner, name) for name in self.pointer_names]
+        self._check_aligned(owner, pointers)
+        ptr = pointers[0]
+        slots = ptr + torch.arange(global_batch, device=ptr.device)
+        for name in self.queue_names:
+            queue = getattr(owner, name)
+            queue.index_copy_(1, slots, gathered[name].T.to(queue.dtype))
         new_ptr = (ptr + global_batch) % self.K
-        for name in self.pointer_names:
-            getattr(owner, name)[0] = new_ptr
+        for pointer in pointers:
+            pointer.copy_(new_ptr)
         return global_batch
+
+    def _check_aligned(self, owner: nn.Module, pointers: list) -> None:
+        """Raise when the pointer buffers disagree; on CUDA an asynchronous device-side assert."""
+        if len(pointers) == 1:
+            return
+        same = torch.stack([p == pointers[0] for p in pointers[1:]]).all()
+        try:
+            torch._assert_async(same, "queue pointers disagree, the queues are no longer index-aligned")
+        except RuntimeError:  # raised at once on the CPU: name the values
+            self.pointer(owner)
+            raise
 
 
 def negative_similarities(q: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0, "
                         "and at the last epoch")
     p.add_argument("--amp", action="store_true",
-                   help="mixed precision (float16 autocast + GradScaler), CUDA only")
+                   help="mixed precision: bfloat16 autocast where the device has it (CUDA, CPUs with "
+                        "bfloat16 units), else float16 autocast + GradScaler on CUDA; float32 otherwise")
     p.add_argument("--max-steps", default=None, type=int,
                    help="stop after this many training steps (smoke runs); the cut epoch is saved "
                         "as the last")
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                         "refusing the data")
+    runtime.add_threads_argument(p)
     return p
 
 
@@ -167,6 +169,7 @@ class Run:
         self.dist_info, self.device = runtime.init_distributed(args.device)
         self.is_main = self.dist_info.is_main
         self.world = self.dist_info.world_size
+        runtime.set_threads(args.threads, args.workers, log=self.log)
         self.writer = None
         self.jsonl = None
         self.last_checkpoint = None
@@ -210,9 +213,11 @@ class Run:
         if self.is_main:      # before any work: never replace an earlier run's files by accident
             run_folder.check_folder(a.checkpoint_path, run_folder.resumes_into(a.checkpoint_path, a.resume),
                                     a.overwrite)
-        self.use_amp = bool(a.amp and self.device.type == "cuda")
+        self.amp_dtype = runtime.amp_dtype(self.device) if a.amp else None
+        self.use_amp = self.amp_dtype is not None
         if a.amp and not self.use_amp:
-            self.log("warning: --amp needs CUDA; training in float32 on " + str(self.device))
+            self.log(f"warning: --amp: {self.device} supports neither bfloat16 autocast nor float16 with a "
+                     f"GradScaler; training in float32")
         a.log_dir = a.log_dir or a.checkpoint_path
 
     def _resolve_seed(self) -> None:
@@ -248,7 +253,8 @@ class Run:
         self.loader_generator = torch.Generator()
         self.loader = DataLoader(self.train_set, batch_size=self.per_rank_batch, sampler=self.sampler,
                                  num_workers=a.workers, pin_memory=self.device.type == "cuda", drop_last=True,
-                                 generator=self.loader_generator, persistent_workers=False)
+                                 generator=self.loader_generator, persistent_workers=False,
+                                 worker_init_fn=runtime.worker_init)
         if len(self.loader) == 0:
             raise UsageError(f"{benchmark.folder}: the training split has {len(split)} clips, fewer than one "
                              f"per-process batch of {self.per_rank_batch} (--batch-size {a.batch_size} over "
@@ -270,7 +276,8 @@ class Run:
         self.model = model
         self.optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum,
                                          weight_decay=a.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # a GradScaler only for float16 (bfloat16 has float32's range)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if self.dist_info.distributed:
@@ -401,56 +408,80 @@ class Run:
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
     def train_one_epoch(self, epoch: int, steps_left: int | None) -> tuple[dict, int]:
+        """One epoch. No host synchronisation per step: the statistics are summed on the device and read
+        (and checked for NaN/inf, naming the first bad step) every --print-freq steps and at the end."""
         a = self.args
         self.train_model.train()
         generator = None
         if a.batch_augment:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(_seed_from(a.seed, epoch, self.dist_info.rank, 1))
-        sums = torch.zeros(len(STAT_NAMES), dtype=torch.float64)
+        stats_dtype = torch.float64 if self.device.type != "mps" else torch.float32
+        sums = torch.zeros(len(STAT_NAMES), dtype=stats_dtype, device=self.device)
+        no_bad_step = len(self.loader)  # first_bad holds the first step with non-finite statistics
+        first_bad = torch.full((1,), no_bad_step, dtype=torch.long, device=self.device)
+        first_bad_stats = torch.zeros_like(sums)
         steps, start = 0, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {epoch}", total=len(self.loader), disable=not self.is_main,
                    dynamic_ncols=True, leave=False)
+        mean = None
         for step, batch in enumerate(bar):
             x_q, x_k = self._batch_views(batch, generator)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 out = self.train_model(x_q, x_k)
                 ce = out.contrastive_losses()
                 loss = ce["joint"] + ce["motion"] + ce["bone"] + out.loss_cmd
-            with torch.no_grad():
-                mods = cmd_model.MODALITIES
-                top1 = [(out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100 for m in mods]
-                stats = torch.stack([loss.detach().float(), *(ce[m].detach().float() for m in mods),
-                                     out.loss_cmd.detach().float(), *top1])
-                if self.dist_info.distributed:  # one small all-reduce: global means; every rank sees a NaN
-                    stats = stats.to(self._collective_device())
-                    dist.all_reduce(stats)
-                    stats /= self.world
-                values = stats.double().cpu()
-            if not bool(torch.isfinite(values).all()):
-                detail = ", ".join(f"{n}={v:.4g}" for n, v in zip(STAT_NAMES, values.tolist()))
-                raise self.nonfinite_loss_error(epoch, step, detail)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            sums += values
+            with torch.no_grad():
+                mods = cmd_model.MODALITIES
+                top1 = [(out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100 for m in mods]
+                stats = torch.stack([loss.detach().float(), *(ce[m].detach().float() for m in mods),
+                                     out.loss_cmd.detach().float(), *top1]).to(stats_dtype)
+                sums += stats
+                is_first_bad = (~torch.isfinite(stats).all()) & (first_bad == no_bad_step)
+                first_bad.copy_(torch.where(is_first_bad, step, first_bad))
+                first_bad_stats.copy_(torch.where(is_first_bad, stats, first_bad_stats))
             steps += 1
-            if self.is_main and (step % a.print_freq == 0 or step + 1 == len(self.loader)):
-                mean = (sums / steps).tolist()
-                rate = steps * a.batch_size / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{mean[0]:.3f}", j=f"{mean[1]:.3f}", m=f"{mean[2]:.3f}",
-                                b=f"{mean[3]:.3f}",
-                                cmd=f"{mean[4]:.3f}", top1=f"{mean[5]:.1f}/{mean[6]:.1f}/{mean[7]:.1f}",
-                                sps=f"{rate:.1f}", refresh=False)
-            if steps_left is not None and steps >= steps_left:
+            last_step = step + 1 == len(self.loader) or (steps_left is not None and steps >= steps_left)
+            if step % a.print_freq == 0 or last_step:
+                mean = self._read_statistics(sums, first_bad, first_bad_stats, epoch, step, steps)
+                if self.is_main:
+                    rate = steps * a.batch_size / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix(loss=f"{mean[0]:.3f}", j=f"{mean[1]:.3f}", m=f"{mean[2]:.3f}",
+                                    b=f"{mean[3]:.3f}", cmd=f"{mean[4]:.3f}",
+                                    top1=f"{mean[5]:.1f}/{mean[6]:.1f}/{mean[7]:.1f}", sps=f"{rate:.1f}",
+                                    refresh=False)
+            if last_step:
                 break
         bar.close()
         elapsed = time.perf_counter() - start
-        record = {name: float(v) for name, v in zip(STAT_NAMES, (sums / max(steps, 1)).tolist())}
+        record = {name: float(v) for name, v in zip(STAT_NAMES, mean or [0.0] * len(STAT_NAMES))}
         record.update(steps=steps, samples=steps * a.batch_size, time_s=elapsed,
                       samples_per_s=steps * a.batch_size / max(elapsed, 1e-9))
         return record, steps
+
+    def _read_statistics(self, sums, first_bad, first_bad_stats, epoch, step, steps) -> list:
+        """Global means over the epoch's steps so far (one host read); raises on a non-finite step."""
+        if self.dist_info.distributed:  # two small all-reduces: global sums, earliest bad step on any rank
+            dev = self._collective_device()
+            sums, first_bad = sums.to(dev), first_bad.to(dev)
+            dist.all_reduce(sums)
+            sums = sums / self.world
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+        values = torch.cat([sums.double().cpu(), first_bad.double().cpu(),
+                            first_bad_stats.double().cpu()]).tolist()
+        n = len(STAT_NAMES)
+        mean, bad = [v / steps for v in values[:n]], int(values[n])
+        if bad < len(self.loader) or not all(math.isfinite(v) for v in mean):
+            detail = ", ".join(f"{name}={v:.4g}" for name, v in zip(STAT_NAMES, values[n + 1:]))
+            checked = max(step - self.args.print_freq + 1, 0)
+            raise self.nonfinite_loss_error(
+                epoch, bad, f"{detail}; found at the check of steps {checked}..{step}, made every "
+                            f"--print-freq steps")
+        return mean
 
     def write_config(self) -> None:
         a = self.args

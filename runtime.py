@@ -178,3 +178,72 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- precision and threads
+def cpu_has_bfloat16() -> bool:
+    """True when oneDNN finds bfloat16 matrix units (AVX512-BF16 / AMX) on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """What `--amp` autocasts to on `device`: bfloat16 where the device computes it natively, float16
+    (with a GradScaler) on other CUDA GPUs, None (stay in float32) elsewhere."""
+    if device.type == "cuda":
+        try:
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            bf16 = torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float16
+    if device.type == "cpu" and cpu_has_bfloat16():
+        return torch.bfloat16
+    return None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(workers: int = 0) -> int:
+    """Intra-op threads for the main process: the usable cores minus one per loader worker and minus the
+    cores other processes keep busy (1-minute load average), at least 1.
+
+    Why: torch's OpenMP threads wait for each other at every operation, so one thread that shares its
+    core with a busy process stalls all of them (measured on 2 cores with one competing process: the
+    encoder pass of linear evaluation went from 0.14 s with 1 thread to 5-6 s with 2)."""
+    cores = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))  # torchrun: split the cores
+    try:
+        others = int(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        others = 0
+    return max(1, min(cores - workers, cores - others))
+
+
+def set_threads(threads: int | None, workers: int = 0, log=None) -> int:
+    """Apply `--threads` (None or 0: `default_threads(workers)`); returns the count set."""
+    if threads is not None and threads < 0:
+        raise ValueError(f"--threads must be 0 (automatic) or positive, got {threads}")
+    n = threads or default_threads(workers)
+    torch.set_num_threads(n)
+    if log is not None:
+        log(f"=> {n} intra-op thread{'s' if n > 1 else ''} ({'--threads' if threads else 'automatic'}; "
+            f"{usable_cores()} usable cores, {workers} loader workers)")
+    return n
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker_init_fn: one intra-op thread per worker (the workers run beside the main process)."""
+    torch.set_num_threads(1)
+
+
+def add_threads_argument(parser) -> None:
+    parser.add_argument("--threads", default=0, type=int, metavar="N",
+                        help="intra-op CPU threads of the main process; 0 = automatic (usable cores minus "
+                             "loader workers and minus cores busy with other processes, at least 1)")
