@@ -4,7 +4,10 @@ Linear (default): the pretrained encoders are frozen and the whole model stays i
 statistics do not move); only the view's `fc` heads are trained, re-initialised N(0, 0.01) with zero
 bias. After the first epoch a sanity check proves that no encoder tensor changed (the released habit).
 `--finetune`: every parameter of the view's encoders is trained, model in train mode (semi-supervised
-runs with `--data-ratio`, transfer to PKU-MMD II). The test set is evaluated every `--eval-freq` epochs
+runs with `--data-ratio`, transfer to PKU-MMD II). The released semi-supervised script's protocols
+`cross_subject_semi` / `cross_view_semi` mean that fine-tuning on the benchmark's cross-subject /
+cross-view split (as the released `action_classification_cmd_semi.py`; `pku_v2 cross_subject_semi
+--data-ratio 1.0` is the transfer experiment). The test set is evaluated every `--eval-freq` epochs
 and after the last one; the report gives the last epoch's accuracy and the best evaluated epoch's, the
 latter chosen on the test set as the released code does.
 
@@ -30,14 +33,15 @@ import evaluation
 import runtime
 
 # resuming a run with one of these changed would silently mix two experiments
-_RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
-                      "encoder", "hidden_size")
+_RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced")
+SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross_subject_semi, cross_view_semi
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    evaluation.add_common_arguments(parser)
+    evaluation.add_common_arguments(parser,
+                                    dataset.PROTOCOLS + tuple(p + SEMI_SUFFIX for p in dataset.PROTOCOLS))
     parser.add_argument("--lr", "--learning-rate", type=float, default=None,
                         help="initial learning rate (default 0.1 for linear evaluation, 0.01 with "
                              "--finetune, as in the released scripts)")
@@ -177,9 +181,15 @@ def _resume_path(path: str) -> str:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.protocol.endswith(SEMI_SUFFIX):  # the released semi-supervised script: fine-tune that split
+        args.released_protocol, args.finetune = args.protocol, True
+        args.protocol = args.protocol[:-len(SEMI_SUFFIX)]
     evaluation.check_visualisation_dependencies(args)
     if args.lr is None:
         args.lr = 0.01 if args.finetune else 0.1
+    if getattr(args, "released_protocol", None):
+        print(f"=> --protocol {args.released_protocol}: fine-tuning on {args.protocol} (all parameters "
+              f"trained, model in train mode, lr {args.lr}, --data-ratio {args.data_ratio})")
     if args.epochs < 1 or args.eval_freq < 1:
         raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {args.epochs} and {args.eval_freq}")
     linear = not args.finetune
@@ -199,11 +209,13 @@ def main(argv=None) -> dict:
         path = _resume_path(args.resume)
         state = checkpoints.load_checkpoint(path)
         saved = state.get("args", {})
-        differ = [k for k in _RESUME_MUST_MATCH
-                  if k in saved and saved[k] != getattr(args, k) and not (k in ("encoder", "hidden_size")
-                                                                           and getattr(args, k) is None)]
+        differ = [f"{k} = {saved[k]!r} there, {getattr(args, k)!r} here"
+                  for k in _RESUME_MUST_MATCH if k in saved and saved[k] != getattr(args, k)]
+        record = checkpoints.encoder_record(state, path)
+        if record is not None and record != model.encoder_record():
+            differ.append(f"encoder {record} there, {model.encoder_record()} here")
         if differ:
-            detail = ", ".join(f"{k} = {saved[k]!r} there, {getattr(args, k)!r} here" for k in differ)
+            detail = ", ".join(differ)
             raise ValueError(f"--resume {path!r} was written by a different run: {detail}")
         model.load_state_dict(state["state_dict"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
@@ -243,7 +255,7 @@ def main(argv=None) -> dict:
                 best = dict(last)
                 if args.checkpoint_path:
                     best_state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "best": best,
-                                  "args": runtime.plain_args(args)}
+                                  "args": runtime.plain_args(args), **model.encoder_record()}
                     best_path = os.path.join(args.checkpoint_path, "model_best.pth.tar")
                     checkpoints.atomic_save(best_state, best_path)
             print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
@@ -255,7 +267,7 @@ def main(argv=None) -> dict:
                 "best": best, "history": history, "args": runtime.plain_args(args),
                 "rng": runtime.rng_state(),
                 "train_indices": None if train_indices is None else torch.as_tensor(train_indices),
-                "subset_seed": subset_seed,
+                "subset_seed": subset_seed, **model.encoder_record(),
             }, os.path.join(args.checkpoint_path, checkpoints.LAST_CHECKPOINT))
     if last is None:          # resumed from a run that had already finished
         last = {"epoch": history[-1]["epoch"], **evaluate(model, test_loader, device)}
