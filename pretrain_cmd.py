@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def encoder_from_args(args):
+    """(encoder name, its config) that the flags choose: --encoder (default bigru, whatever the released
+    --skeleton-representation graph-based says) and that encoder's flags over its config defaults."""
+    cmd_model.check_skeleton_representation(args.skeleton_representation, "--skeleton-representation")
+    name = args.encoder or cmd_model.DEFAULT_ENCODER
+    return name, cmd_model.make_encoder_config(name, **cmd_model.encoder_overrides(name, args))
+
+
 def learning_rate(epoch: int, args) -> float:
     """The released per-epoch rule: cosine over --epochs, or x0.1 at every milestone reached."""
     lr = args.lr
@@ -172,10 +180,7 @@ class Run:
     def _validate_args(self) -> None:
         a = self.args
         try:
-            cmd_model.check_skeleton_representation(a.skeleton_representation, "--skeleton-representation")
-            a.encoder = a.encoder or cmd_model.DEFAULT_ENCODER
-            overrides = cmd_model.encoder_overrides(a.encoder, a)
-            self.encoder_config = cmd_model.make_encoder_config(a.encoder, **overrides)
+            a.encoder, self.encoder_config = encoder_from_args(a)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         if a.batch_size < 1 or a.batch_size % self.world:
