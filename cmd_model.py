@@ -138,8 +138,9 @@ class BiGRUEncoder(encoders.Encoder):
     Config = BiGRUConfig
     FLAGS = (encoders.EncoderFlag("hidden_size", "--hidden-size", "GRU hidden size H (features are 2H)"),
              encoders.EncoderFlag("num_layers", "--gru-layers", "GRU layers"),
-             encoders.EncoderFlag("gru_mode", "--gru-mode", "how the stepwise GRU is computed (same model)",
-                                  choices=StepwiseGRU.MODES))
+             encoders.EncoderFlag("gru_mode", "--gru-mode", "how StepwiseGRU computes; a run-time choice that "
+                                  "checkpoints do not record ('bidirectional' is a different model: pass it "
+                                  "again when evaluating)", choices=StepwiseGRU.MODES))
 
     def __init__(self, num_class: int, config: BiGRUConfig | dict | None = None, mlp: bool = False,
                  **overrides):

@@ -138,11 +138,12 @@ def add_encoder_arguments(parser, registry: dict, default_encoder: str) -> None:
     group = parser.add_argument_group("encoder (defaults are each encoder's own; see cmd_model.ENCODERS)")
     group.add_argument("--encoder", default=None, choices=sorted(registry),
                        help=f"encoder of every modality (default: the checkpoint's in evaluation, else "
-                            f"{default_encoder})")
+                            f"{default_encoder})%(default).0s")
     for option, users in _flag_table(registry).items():
         _, flag, f = users[0]
         helps = "; ".join(f"{name}: {fl.help} (default {fld.default})" for name, fl, fld in users)
-        kw = {"dest": flag.dest, "default": None, "help": helps}
+        # '%(default).0s' prints nothing; it keeps ArgumentDefaultsHelpFormatter from adding "(default: None)"
+        kw = {"dest": flag.dest, "default": None, "help": helps + "%(default).0s"}
         if isinstance(f.default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         else:
