@@ -4,7 +4,10 @@ Linear (default): the pretrained encoders are frozen and the whole model stays i
 statistics do not move); only the view's `fc` heads are trained, re-initialised N(0, 0.01) with zero
 bias. After the first epoch a sanity check proves that no encoder tensor changed (the released habit).
 `--finetune`: every parameter of the view's encoders is trained, model in train mode (semi-supervised
-runs with `--data-ratio`, transfer to PKU-MMD II). The test set is evaluated every `--eval-freq` epochs
+runs with `--data-ratio`, transfer to PKU-MMD II). The released semi-supervised script's protocols
+`cross_subject_semi` / `cross_view_semi` mean that fine-tuning on the benchmark's cross-subject /
+cross-view split (as the released `action_classification_cmd_semi.py`; `pku_v2 cross_subject_semi
+--data-ratio 1.0` is the transfer experiment). The test set is evaluated every `--eval-freq` epochs
 and after the last one; the report gives the last epoch's accuracy and the best evaluated epoch's, the
 latter chosen on the test set as the released code does.
 
@@ -36,12 +39,14 @@ import runtime
 _RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
                       "encoder", "hidden_size", "lr", "batch_size", "epochs", "schedule", "momentum",
                       "weight_decay", "seed", "subset_seed")
+SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross_subject_semi, cross_view_semi
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    evaluation.add_common_arguments(parser)
+    evaluation.add_common_arguments(parser,
+                                    dataset.PROTOCOLS + tuple(p + SEMI_SUFFIX for p in dataset.PROTOCOLS))
     parser.add_argument("--lr", "--learning-rate", type=float, default=None,
                         help="initial learning rate (default 0.1 for linear evaluation, 0.01 with "
                              "--finetune, as in the released scripts)")
@@ -187,9 +192,15 @@ def _resume_path(path: str) -> str:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.protocol.endswith(SEMI_SUFFIX):  # the released semi-supervised script: fine-tune that split
+        args.released_protocol, args.finetune = args.protocol, True
+        args.protocol = args.protocol[:-len(SEMI_SUFFIX)]
     evaluation.check_visualisation_dependencies(args)
     if args.lr is None:
         args.lr = 0.01 if args.finetune else 0.1
+    if getattr(args, "released_protocol", None):
+        print(f"=> --protocol {args.released_protocol}: fine-tuning on {args.protocol} (all parameters "
+              f"trained, model in train mode, lr {args.lr}, --data-ratio {args.data_ratio})")
     if args.epochs < 1 or args.eval_freq < 1:
         raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {args.epochs} and {args.eval_freq}")
     evaluation.check_common_arguments(args)
@@ -215,6 +226,10 @@ def main(argv=None) -> dict:
         saved = state.get("run") or state.get("args", {})
         resume_changes = resume_check.check_resume(saved, _run_identity(args, source),
                                                    args.resume_allow_changes, f"--resume {path}")
+        record = checkpoints.encoder_record(state, path)
+        if record is not None and record != model.encoder_record():
+            raise ValueError(f"--resume {path!r} was written with another encoder: {record} there, "
+                             f"{model.encoder_record()} here")
         model.load_state_dict(state["state_dict"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = int(state["epoch"]), state.get("best"), list(state.get("history", []))
@@ -259,7 +274,7 @@ def main(argv=None) -> dict:
                 best = dict(last)
                 if args.checkpoint_path:
                     best_state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "best": best,
-                                  "args": runtime.plain_args(args)}
+                                  "args": runtime.plain_args(args), **model.encoder_record()}
                     best_path = os.path.join(args.checkpoint_path, "model_best.pth.tar")
                     checkpoints.atomic_save(best_state, best_path)
             print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
@@ -272,6 +287,7 @@ def main(argv=None) -> dict:
                 "rng": runtime.rng_state(),
                 "train_indices": None if train_indices is None else torch.as_tensor(train_indices),
                 "subset_seed": subset_seed, "run": _run_identity(args, source),
+                **model.encoder_record(),
             }, os.path.join(args.checkpoint_path, checkpoints.LAST_CHECKPOINT))
     if last is None:          # resumed from a run that had already finished
         last = {"epoch": history[-1]["epoch"], **evaluate(model, test_loader, device)}

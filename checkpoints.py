@@ -2,7 +2,9 @@
 
 Released CMD checkpoints (`checkpoint_0450.pth.tar`) hold `{'epoch', 'state_dict', 'optimizer'}` with
 the key names of SPEC.md sections 2-3, prefixed by `module.` when saved from DDP. Ours add `args`
-(a plain dict) and `rng` (see runtime.rng_state) and stay loadable with `weights_only=True`.
+(a plain dict), `rng` (see runtime.rng_state) and the encoder record `{"encoder": name, "encoder_config":
+{...}}` (cmd_model.encoder_record) from which evaluation rebuilds the model; they stay loadable with
+`weights_only=True`.
 
 Every checkpoint we write records `tensor_sha256`, a digest of all its tensors' bytes and plain values
 (`state_digest`), which `load_checkpoint` verifies: a file changed after it was written (bit flips, a bad
@@ -147,6 +149,17 @@ def find_latest_checkpoint(directory: str) -> str | None:
         if m:
             numbered.append((int(m.group(1)), p))
     return max(numbered)[1] if numbered else None
+
+
+def encoder_record(checkpoint, source: str = "checkpoint") -> dict | None:
+    """`{"encoder", "encoder_config"}` of one of our checkpoints; None for a file without it (released)."""
+    if not isinstance(checkpoint, dict) or "encoder" not in checkpoint:
+        return None
+    name, config = checkpoint.get("encoder"), checkpoint.get("encoder_config")
+    if not isinstance(name, str) or not isinstance(config, dict):
+        raise ValueError(f"{source}: malformed encoder record (expected 'encoder' a name and "
+                         f"'encoder_config' a dict, got {name!r} and {type(config).__name__})")
+    return {"encoder": name, "encoder_config": dict(config)}
 
 
 def strip_module_prefix(state_dict: dict) -> dict:

@@ -14,8 +14,11 @@ import torch.nn.functional as F
 
 import bigru
 import checkpoints
+import encoders
 import graph
 import moco
+import stgcn
+from encoders import add_mlp_head  # noqa: F401  (part of cmd_model's interface)
 
 MODALITIES = ("joint", "motion", "bone")
 
@@ -130,19 +133,43 @@ class StepwiseGRU(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
-class BiGRUEncoder(nn.Module):
+@dataclass
+class BiGRUConfig:
+    """Sizes of the released encoder. `gru_mode` picks how StepwiseGRU computes (not recorded)."""
+    hidden_size: int = 1024
+    num_layers: int = 3
+    in_channels: int = 3
+    num_joints: int = 25
+    num_person: int = 2
+    gru_mode: str = encoders.runtime_field("stepwise")
+
+    def __post_init__(self):
+        encoders.check_positive(self, "hidden_size", "num_layers", "in_channels", "num_joints", "num_person")
+        if self.gru_mode not in StepwiseGRU.MODES:
+            raise ValueError(f"unknown gru_mode {self.gru_mode!r}; expected one of {StepwiseGRU.MODES}")
+
+
+class BiGRUEncoder(encoders.Encoder):
     """The released CMD encoder ('BIGRU'): input_norm -> encoder.gru -> last step's 2H output -> fc.
 
     Input clips (N, C, T, V, M) become sequences (N, T, V*C*M) with feature index v*C*M + c*M + m.
     """
 
-    def __init__(self, num_class: int, hidden_size: int = 1024, num_layers: int = 3, in_channels: int = 3,
-                 num_joints: int = 25, num_person: int = 2, mlp: bool = False, gru_mode: str = "stepwise"):
-        super().__init__()
-        self.in_channels, self.num_joints, self.num_person = in_channels, num_joints, num_person
-        input_size = in_channels * num_joints * num_person
-        self.feature_dim = 2 * hidden_size
-        self.encoder = StepwiseGRU(input_size, hidden_size, num_layers, mode=gru_mode)
+    Config = BiGRUConfig
+    FLAGS = (encoders.EncoderFlag("hidden_size", "--hidden-size", "GRU hidden size H (features are 2H)"),
+             encoders.EncoderFlag("num_layers", "--gru-layers", "GRU layers"),
+             encoders.EncoderFlag("gru_mode", "--gru-mode", "how StepwiseGRU computes; a run-time choice that "
+                                  "checkpoints do not record ('bidirectional' is a different model: pass it "
+                                  "again when evaluating)", choices=StepwiseGRU.MODES))
+
+    def __init__(self, num_class: int, config: BiGRUConfig | dict | None = None, mlp: bool = False,
+                 **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
+        self.in_channels, self.num_joints, self.num_person = c.in_channels, c.num_joints, c.num_person
+        input_size = c.in_channels * c.num_joints * c.num_person
+        self.feature_dim = 2 * c.hidden_size
+        self.encoder = StepwiseGRU(input_size, c.hidden_size, c.num_layers, mode=c.gru_mode)
         self.fc = nn.Linear(self.feature_dim, num_class)
         self.input_norm = nn.BatchNorm1d(input_size)
         for module in (self.encoder, self.fc, self.input_norm):  # SPEC s.2 point 5
@@ -164,30 +191,60 @@ class BiGRUEncoder(nn.Module):
         seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2).contiguous()
         return self.encoder(seq)[:, -1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+
+# ----------------------------------------------------------------------------- the encoder registry
+# name -> Encoder subclass (encoders.py states the contract); a new encoder is one class and one line here
+ENCODERS = {"bigru": BiGRUEncoder, "stgcn": stgcn.STGCNEncoder}
+DEFAULT_ENCODER = "bigru"
 
 
-def add_mlp_head(encoder: nn.Module) -> None:
-    """The released `--mlp` replacement: `fc` becomes Sequential(Linear(D, D), ReLU, old fc).
-
-    The new first Linear keeps PyTorch's default initialisation; the old fc keeps its weights.
-    """
-    old = encoder.fc
-    if not isinstance(old, nn.Linear):
-        raise TypeError(f"add_mlp_head expects encoder.fc to be nn.Linear, got {type(old).__name__}")
-    encoder.fc = nn.Sequential(nn.Linear(old.in_features, old.in_features), nn.ReLU(), old)
-
-
-ENCODERS = {"bigru": BiGRUEncoder}
-# the released --skeleton-representation / --finetune-skeleton-representation values and their encoders
-SKELETON_REPRESENTATIONS = {"seq-based": "bigru", "graph-based": "stgcn"}
-
-
-def build_encoder(name: str, num_class: int, hidden_size: int = 1024, mlp: bool = False, **kw) -> nn.Module:
+def encoder_class(name: str) -> type:
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}")
-    return ENCODERS[name](num_class=num_class, hidden_size=hidden_size, mlp=mlp, **kw)
+    return ENCODERS[name]
+
+
+def make_encoder_config(name: str, config=None, source: str | None = None, **overrides):
+    """The config of encoder `name` from a config / a recorded dict / nothing, plus overrides."""
+    cls = encoder_class(name)
+    return encoders.make_config(cls.Config, config, source=source or f"encoder {name!r}", **overrides)
+
+
+def build_encoder(name: str, num_class: int, mlp: bool = False, config=None, **overrides) -> nn.Module:
+    """An encoder of the registry: `build_encoder('stgcn', 128, hidden_size=256)`."""
+    return encoder_class(name)(num_class, config=make_encoder_config(name, config, **overrides), mlp=mlp)
+
+
+def encoder_record(name: str, config) -> dict:
+    """What every checkpoint we write records, and all that evaluation needs to rebuild the encoders."""
+    return {"encoder": name, "encoder_config": encoders.config_record(config)}
+
+
+def add_encoder_arguments(parser) -> None:
+    """--encoder and every registered encoder's flags (defaults None; see encoders.add_encoder_arguments)."""
+    encoders.add_encoder_arguments(parser, ENCODERS, DEFAULT_ENCODER)
+
+
+def encoder_overrides(name: str, args) -> dict:
+    """Config fields of encoder `name` given on the command line; a flag of another encoder is an error."""
+    encoder_class(name)
+    return encoders.overrides_from_args(ENCODERS, name, args)
+
+
+# The released --skeleton-representation / --finetune-skeleton-representation (SPEC s.7): the feeder's
+# output layout, never the encoder. 'graph-based' (every released script) is the clip layout this code
+# always uses; 'seq-based' is refused with this explanation.
+SKELETON_REPRESENTATIONS = ("graph-based", "seq-based")
+
+
+def check_skeleton_representation(value: str | None, flag: str) -> None:
+    if value == "seq-based":
+        raise ValueError(f"{flag} seq-based is not supported: in the released code it makes the feeder "
+                         f"return flattened (T, 150) sequences, from which CMD cannot compute the motion "
+                         f"and bone modalities; pass graph-based (the released scripts' value) and choose"
+                         f" the encoder with --encoder")
+    if value not in (None, "graph-based"):
+        raise ValueError(f"{flag} {value!r}: expected one of {SKELETON_REPRESENTATIONS}")
 
 
 # ----------------------------------------------------------------------------- CMD loss
@@ -243,20 +300,23 @@ class CMD(nn.Module):
     QUEUE = {"joint": "queue", "motion": "queue_motion", "bone": "queue_bone"}
     POINTER = {"joint": "queue_ptr", "motion": "queue_ptr_motion", "bone": "queue_ptr_bone"}
 
-    def __init__(self, encoder: str = "bigru", hidden_size: int = 1024, dim: int = 128, K: int = 16384,
+    def __init__(self, encoder: str = DEFAULT_ENCODER, encoder_config=None, dim: int = 128, K: int = 16384,
                  m: float = 0.999, T: float = 0.07, teacher_T: float = 0.05, student_T: float = 0.1,
-                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, **encoder_kwargs):
+                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, **encoder_overrides):
+        """`encoder_config` (a config or a recorded dict; default: the encoder's defaults) with
+        `encoder_overrides` (config fields, e.g. hidden_size=16) applied, for all six encoders."""
         super().__init__()
         if not 1 <= topk <= K:
             raise ValueError(f"topk={topk} must be between 1 and the queue size K={K}")
+        self.encoder_name = encoder
+        self.encoder_config = make_encoder_config(encoder, encoder_config, **encoder_overrides)
         self.K, self.m, self.T = K, m, T
         self.teacher_T, self.student_T = teacher_T, student_T
         self.cmd_weight, self.topk = cmd_weight, topk
         # Construction order as released: q, k per modality, then MLP heads, then copies.
         for mod in MODALITIES:
             for names in (self.QUERY, self.KEY):
-                setattr(self, names[mod], build_encoder(encoder, num_class=dim, hidden_size=hidden_size,
-                                                        mlp=False, **encoder_kwargs))
+                setattr(self, names[mod], build_encoder(encoder, dim, config=self.encoder_config))
         if mlp:
             for mod in MODALITIES:
                 add_mlp_head(self.query_encoder(mod))
@@ -265,6 +325,9 @@ class CMD(nn.Module):
             moco.copy_parameters(self.key_encoder(mod), self.query_encoder(mod))
         self.queues = moco.AlignedQueues(self, [self.QUEUE[m_] for m_ in MODALITIES],
                                          [self.POINTER[m_] for m_ in MODALITIES], dim, K)
+
+    def encoder_record(self) -> dict:
+        return encoder_record(self.encoder_name, self.encoder_config)
 
     def query_encoder(self, modality: str) -> nn.Module:
         return getattr(self, self.QUERY[modality])
@@ -305,15 +368,20 @@ class CMDClassifier(nn.Module):
     ENCODER_NAMES = {"joint": "encoder_q", "motion": "encoder_q_motion", "bone": "encoder_q_bone"}
     VIEWS = MODALITIES + ("all",)
 
-    def __init__(self, num_class: int, encoder: str = "bigru", hidden_size: int = 1024, view: str = "joint",
-                 **encoder_kwargs):
+    def __init__(self, num_class: int, encoder: str = DEFAULT_ENCODER, view: str = "joint",
+                 encoder_config=None, **encoder_overrides):
         super().__init__()
         if view not in self.VIEWS:
             raise ValueError(f"unknown view {view!r}; expected one of {self.VIEWS}")
         self.view = view
+        self.encoder_name = encoder
+        self.encoder_config = make_encoder_config(encoder, encoder_config, **encoder_overrides)
         for mod in MODALITIES:
-            setattr(self, self.ENCODER_NAMES[mod], build_encoder(encoder, num_class=num_class,
-                                                                 hidden_size=hidden_size, **encoder_kwargs))
+            setattr(self, self.ENCODER_NAMES[mod],
+                    build_encoder(encoder, num_class, config=self.encoder_config))
+
+    def encoder_record(self) -> dict:
+        return encoder_record(self.encoder_name, self.encoder_config)
 
     def _modalities(self) -> tuple[str, ...]:
         return MODALITIES if self.view == "all" else (self.view,)

@@ -5,8 +5,10 @@ A checkpoint is ours (`pretrain_cmd.py`, with an `args` dict) or a released CMD 
 (`checkpoint_0450.pth.tar`, keys of SPEC.md sections 2-3, maybe with `module.`); both are read with
 `torch.load(weights_only=True)`. `--pretrained none` is the explicit random-initialisation baseline;
 a path that does not exist is an error (the released code silently trains from random weights then).
-The encoder type and hidden size come from, in order: the command line, the checkpoint's `args`, the
-shapes of its weights, the defaults (bigru, 1024).
+The encoders are rebuilt from the checkpoint alone: ours records `{"encoder": name, "encoder_config": {...}}`;
+a released file has no record and is read as the BiGRU whose sizes its weight shapes give. Encoder flags
+on the command line may only repeat the record (or choose run-time options such as --gru-mode); with
+`--pretrained none` they and the encoder's defaults decide.
 """
 from __future__ import annotations
 
@@ -28,31 +30,26 @@ import dataset
 import run_folder
 import runtime
 
-DEFAULT_ENCODER = "bigru"
-DEFAULT_HIDDEN_SIZE = 1024
 MATPLOTLIB_MISSING = "--tsne needs matplotlib, an optional dependency: pip install matplotlib"
 
 
-def add_common_arguments(parser) -> None:
+def add_common_arguments(parser, protocols=dataset.PROTOCOLS) -> None:
     """Flags shared by both evaluation scripts (the released names where the released code has them)."""
     parser.add_argument("--pretrained", required=True, metavar="PATH|none",
                         help="pretraining checkpoint (ours or a released checkpoint_0450.pth.tar); "
                              "'none' evaluates a randomly initialised encoder")
     parser.add_argument("--finetune-dataset", default="ntu60", choices=dataset.DATASETS,
                         help="benchmark to evaluate on; 'custom' reads --data-dir itself")
-    parser.add_argument("--protocol", default="cross_subject", choices=dataset.PROTOCOLS)
+    parser.add_argument("--protocol", default="cross_subject", choices=protocols)
     parser.add_argument("--data-dir", default="./data",
                         help="root of the prepared data (see prepare_data.py)")
     parser.add_argument("--view", default="joint", choices=cmd_model.CMDClassifier.VIEWS,
                         help="stream to evaluate; 'all' is the 3-stream fusion (mean of the heads' logits)")
-    parser.add_argument("--finetune-skeleton-representation", default=None,
-                        choices=sorted(cmd_model.SKELETON_REPRESENTATIONS),
-                        help="released name of the encoder type (seq-based = bigru, graph-based = stgcn)")
-    parser.add_argument("--encoder", default=None, choices=sorted(cmd_model.ENCODERS),
-                        help="encoder type (default: the checkpoint's, else bigru)")
-    parser.add_argument("--hidden-size", type=int, default=None,
-                        help="GRU hidden size H (default: the checkpoint's args, else its weight shapes, "
-                             "else 1024)")
+    parser.add_argument("--finetune-skeleton-representation", default="graph-based",
+                        choices=cmd_model.SKELETON_REPRESENTATIONS,
+                        help="the released flag: graph-based (the released scripts' value) is the clip "
+                             "layout every encoder takes; seq-based is refused (SPEC section 7)")
+    cmd_model.add_encoder_arguments(parser)
     parser.add_argument("-j", "--workers", type=int, default=4, help="data loading workers")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     runtime.add_threads_argument(parser)
@@ -165,6 +162,7 @@ class PretrainedSource:
     args: dict
     sha256: str | None
     epoch: int | None
+    record: dict | None = None       # {"encoder", "encoder_config"} of ours; None in released files
 
 
 def load_pretrained_source(path: str) -> PretrainedSource:
@@ -181,61 +179,65 @@ def load_pretrained_source(path: str) -> PretrainedSource:
     ckpt_args = ckpt.get("args") if isinstance(ckpt, dict) and isinstance(ckpt.get("args"), dict) else {}
     epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
     return PretrainedSource(path, state_dict, dict(ckpt_args), runtime.sha256_file(path),
-                            int(epoch) if isinstance(epoch, (int, float)) else None)
+                            int(epoch) if isinstance(epoch, (int, float)) else None,
+                            checkpoints.encoder_record(ckpt, path))
 
 
-def weights_config(state_dict: dict) -> dict:
-    """Encoder type and hidden size read from the joint query encoder's weight shapes (bigru only)."""
-    found = {}
-    for key in ("encoder_q.encoder.gru.weight_hh_l0", "encoder_q_motion.encoder.gru.weight_hh_l0",
-                "encoder_q_bone.encoder.gru.weight_hh_l0"):
+def released_weights_config(state_dict: dict) -> dict | None:
+    """BiGRU sizes read from the weight shapes of a released file (which records no encoder); None when
+    the weights are not a BiGRU's."""
+    for prefix in ("encoder_q", "encoder_q_motion", "encoder_q_bone"):
+        key = f"{prefix}.encoder.gru.weight_hh_l0"
         if key in state_dict:
-            found = {"encoder": "bigru", "hidden_size": int(state_dict[key].shape[1])}
-            break
-    return found
+            layers = 0
+            while f"{prefix}.encoder.gru.weight_hh_l{layers}" in state_dict:
+                layers += 1
+            return {"hidden_size": int(state_dict[key].shape[1]), "num_layers": layers}
+    return None
 
 
 def resolve_model_config(args, source: PretrainedSource) -> dict:
-    """encoder, hidden_size, extra encoder kwargs and where each came from."""
-    representation = getattr(args, "finetune_skeleton_representation", None)
+    """The encoder name and config to build, and where they came from ('checkpoint record', 'checkpoint
+    weights' for released files, 'command line and defaults' for --pretrained none).
+
+    Flags that contradict the checkpoint are a ValueError naming both values.
+    """
+    cmd_model.check_skeleton_representation(getattr(args, "finetune_skeleton_representation", None),
+                                            "--finetune-skeleton-representation")
     cli_encoder = args.encoder
-    if representation is not None:
-        mapped = cmd_model.SKELETON_REPRESENTATIONS[representation]
-        if cli_encoder is not None and cli_encoder != mapped:
-            raise ValueError(f"--finetune-skeleton-representation {representation} means encoder {mapped!r}, "
-                             f"but --encoder {cli_encoder!r} was given")
-        cli_encoder = mapped
-    from_weights = weights_config(source.state_dict) if source.state_dict is not None else {}
-    config, origin = {}, {}
-    for name, cli_value, default in (("encoder", cli_encoder, DEFAULT_ENCODER),
-                                     ("hidden_size", args.hidden_size, DEFAULT_HIDDEN_SIZE)):
-        for where, value in (("command line", cli_value), ("checkpoint args", source.args.get(name)),
-                             ("checkpoint weights", from_weights.get(name)), ("default", default)):
-            if value is not None:
-                config[name], origin[name] = value, where
-                break
-        recorded = source.args.get(name)
-        if recorded is not None and recorded != config[name]:
-            raise ValueError(f"{source.path} was pretrained with {name} = {recorded!r} (its args), but "
-                             f"{config[name]!r} came from the {origin[name]}")
-        if name in from_weights and from_weights[name] != config[name]:
-            raise ValueError(f"{source.path}: its weights have {name} = {from_weights[name]!r}, but "
-                             f"{config[name]!r} came from the {origin[name]}")
-    if config["encoder"] not in cmd_model.ENCODERS:
-        raise ValueError(f"encoder {config['encoder']!r} (from the {origin['encoder']}) is not available; "
-                         f"valid names: {sorted(cmd_model.ENCODERS)}")
-    kwargs = {}
-    if config["encoder"] == "bigru" and source.args.get("gru_mode"):
-        kwargs["gru_mode"] = source.args["gru_mode"]       # a model pretrained as a true BiGRU stays one
-    return {"encoder": config["encoder"], "hidden_size": int(config["hidden_size"]), "encoder_kwargs": kwargs,
-            "origin": origin}
+    if source.record is not None:
+        name, recorded = source.record["encoder"], source.record["encoder_config"]
+        origin = "checkpoint record"
+    elif source.state_dict is not None:
+        recorded, origin = released_weights_config(source.state_dict), "checkpoint weights"
+        if recorded is None:
+            raise ValueError(f"{source.path} records no encoder and its weights are not those of a released "
+                             f"BiGRU checkpoint (no encoder_q.encoder.gru.weight_hh_l0)")
+        name = cmd_model.DEFAULT_ENCODER
+    else:
+        name, recorded, origin = cli_encoder or cmd_model.DEFAULT_ENCODER, {}, "command line and defaults"
+    if cli_encoder is not None and cli_encoder != name:
+        raise ValueError(f"{source.path} holds encoder {name!r} ({origin}), but --encoder {cli_encoder} "
+                         f"was given")
+    if name not in cmd_model.ENCODERS:
+        raise ValueError(f"{source.path}: encoder {name!r} ({origin}) is not available; valid names: "
+                         f"{sorted(cmd_model.ENCODERS)}")
+    overrides = cmd_model.encoder_overrides(name, args)
+    config = cmd_model.make_encoder_config(name, recorded, source=f"{source.path} ({origin})")
+    for field, value in overrides.items():
+        if field in recorded and recorded[field] != value:
+            flag = next(f.option for f in cmd_model.ENCODERS[name].FLAGS if f.field == field)
+            raise ValueError(f"{source.path} was pretrained with {name} {field} = {recorded[field]!r} "
+                             f"({origin}), but {flag} {value} was given")
+    config = cmd_model.make_encoder_config(name, config, **overrides)
+    return {"encoder": name, "encoder_config": config, "origin": origin}
 
 
 def build_classifier(args, num_class: int, source: PretrainedSource, device: torch.device):
     """CMDClassifier for args.view with the checkpoint's query encoders loaded (heads stay new)."""
     config = resolve_model_config(args, source)
-    model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], hidden_size=config["hidden_size"],
-                                    view=args.view, **config["encoder_kwargs"])
+    model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], view=args.view,
+                                    encoder_config=config["encoder_config"])
     if source.state_dict is not None:
         model.load_pretrained(source.state_dict, source=source.path)
     return model.to(device), config
@@ -339,8 +341,7 @@ def results_record(args, benchmark, source: PretrainedSource, model_config: dict
         "checkpoint": source.path or "none",
         "checkpoint_sha256": source.sha256,
         "checkpoint_epoch": source.epoch,
-        "encoder": model_config["encoder"],
-        "hidden_size": model_config["hidden_size"],
+        **cmd_model.encoder_record(model_config["encoder"], model_config["encoder_config"]),
         "model_config_origin": model_config["origin"],
         "metrics": metrics,
         "epochs": epochs,

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test rows per block of the similarity computation")
     parser.add_argument("--train-chunk-size", type=int, default=16384,
                         help="training rows per block of the similarity computation")
+    parser.add_argument("--lr", "--learning-rate", type=float, default=None,
+                        help="accepted because the released retrieval script passes it; kNN trains "
+                             "nothing, so it is ignored")
     parser.add_argument("--save-features", metavar="DIR", default=None,
                         help="write {train,test}_features.npy and {train,test}_labels.npy to DIR")
     return parser
@@ -110,6 +113,9 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if min(args.knn_neighbours) < 1:
         raise SystemExit(f"--knn-neighbours must be >= 1, got {args.knn_neighbours}")
+    if args.lr is not None:
+        print(f"=> --lr {args.lr} is ignored: kNN evaluation trains nothing (the released retrieval script "
+              f"passes it)")
     evaluation.check_visualisation_dependencies(args)
     evaluation.check_common_arguments(args)
     if args.save_features:

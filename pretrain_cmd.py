@@ -4,7 +4,8 @@
     torchrun --nproc_per_node=4 pretrain_cmd.py ...      # --batch-size stays the global batch
 
 Every flag of the released script keeps its name, default and meaning; additions are --data-dir,
---encoder, --hidden-size, --device, --save-freq, --amp, --max-steps, --log-dir and --batch-augment.
+--encoder and the encoders' own flags (--hidden-size, ...; cmd_model.ENCODERS), --device, --save-freq,
+--amp, --max-steps, --log-dir and --batch-augment.
 
 Outputs (rank 0 only): in --checkpoint-path, `checkpoint_last.pth.tar` every epoch,
 `checkpoint_{epoch:04d}.pth.tar` every --save-freq epochs (epoch index, as released) and at the last
@@ -36,6 +37,7 @@ import checkpoints
 import cli_errors
 import cmd_model
 import dataset
+import encoders
 import resume_check
 import run_folder
 import runtime
@@ -43,8 +45,8 @@ import runtime
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
 STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
               "top1_joint", "top1_motion", "top1_bone")
-# arguments that fix the shape of the model: a resumed checkpoint must agree on them
-MODEL_ARGS = ("encoder", "hidden_size", "mlp", "contrast_dim", "contrast_k")
+# arguments that fix the model's shape besides the encoder record: a resumed checkpoint must agree on them
+MODEL_ARGS = ("mlp", "contrast_dim", "contrast_k")
 
 
 class UsageError(Exception):
@@ -82,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of initialisation, shuffling and augmentation (drawn at random and recorded "
                         "in config.json when not given)")
     p.add_argument("--checkpoint-path", default="./checkpoints", type=str, help="where checkpoints go")
-    p.add_argument("--skeleton-representation", default="seq-based",
-                   choices=sorted(cmd_model.SKELETON_REPRESENTATIONS),
-                   help="input representation: seq-based (BiGRU) or graph-based (ST-GCN); "
-                        "--encoder overrides")
+    p.add_argument("--skeleton-representation", default="graph-based",
+                   choices=cmd_model.SKELETON_REPRESENTATIONS,
+                   help="the released flag: graph-based (the released scripts' value) is the clip layout "
+                        "every encoder takes; seq-based is refused (SPEC section 7); --encoder picks the "
+                        "encoder")
     p.add_argument("--pre-dataset", default="ntu60", type=str,
                    help=f"pretraining dataset: one of {', '.join(dataset.DATASETS)}")
     p.add_argument("--protocol", default="cross_subject", type=str,
@@ -104,9 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./data", type=str,
                    help="root of the prepared data (<data-dir>/<dataset>/<xsub|xview|xsetup>/); with "
                         "--pre-dataset custom, the folder holding train_data_joint.npy itself")
-    p.add_argument("--encoder", default=None, choices=sorted(cmd_model.ENCODERS),
-                   help="sequence encoder; when omitted, the one --skeleton-representation names")
-    p.add_argument("--hidden-size", default=1024, type=int, help="GRU hidden size H (features are 2H)")
+    cmd_model.add_encoder_arguments(p)
     p.add_argument("--device", default="auto", type=str,
                    help="auto (this process's CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--save-freq", default=10, type=int,
@@ -135,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "refusing the data")
     runtime.add_threads_argument(p)
     return p
+
+
+def encoder_from_args(args):
+    """(encoder name, its config) that the flags choose: --encoder (default bigru, whatever the released
+    --skeleton-representation graph-based says) and that encoder's flags over its config defaults."""
+    cmd_model.check_skeleton_representation(args.skeleton_representation, "--skeleton-representation")
+    name = args.encoder or cmd_model.DEFAULT_ENCODER
+    return name, cmd_model.make_encoder_config(name, **cmd_model.encoder_overrides(name, args))
 
 
 def learning_rate(epoch: int, args) -> float:
@@ -189,12 +198,10 @@ class Run:
 
     def _validate_args(self) -> None:
         a = self.args
-        if a.encoder is None:
-            a.encoder = cmd_model.SKELETON_REPRESENTATIONS[a.skeleton_representation]
-        if a.encoder not in cmd_model.ENCODERS:
-            raise UsageError(f"--skeleton-representation {a.skeleton_representation} needs encoder "
-                             f"{a.encoder!r}, which this version does not have; available encoders: "
-                             f"{sorted(cmd_model.ENCODERS)}")
+        try:
+            a.encoder, self.encoder_config = encoder_from_args(a)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         if a.batch_size < 1 or a.batch_size % self.world:
             raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly over "
                              f"{self.world} processes")
@@ -264,7 +271,7 @@ class Run:
         a = self.args
         runtime.seed_everything(a.seed)
         try:
-            model = cmd_model.CMD(encoder=a.encoder, hidden_size=a.hidden_size, dim=a.contrast_dim,
+            model = cmd_model.CMD(encoder=a.encoder, encoder_config=self.encoder_config, dim=a.contrast_dim,
                                   K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
                                   student_T=a.student_t,
                                   cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp)
@@ -338,6 +345,9 @@ class Run:
             raise UsageError(str(exc)) from exc
         differ = [f"--{k.replace('_', '-')} {saved_args[k]} (checkpoint) vs {getattr(a, k)} (now)"
                   for k in MODEL_ARGS if k in saved_args and saved_args[k] != getattr(a, k)]
+        record, own = checkpoints.encoder_record(ckpt, path), self.model.encoder_record()
+        if record is not None and record != own:
+            differ.append(f"encoder {record} (checkpoint) vs {own} (now)")
         if differ:
             raise UsageError(f"{path} was trained with a different model: " + "; ".join(differ))
         try:
@@ -365,9 +375,13 @@ class Run:
     def run_identity(self) -> dict:
         """What defines this run (resume_check.PRETRAIN_FIELDS), recorded in every checkpoint."""
         if not hasattr(self, "_identity"):
-            self._identity = resume_check.run_identity(
+            identity = resume_check.run_identity(
                 self.args, world_size=self.world, data_folder=os.path.realpath(self.data_folder),
+                encoder_config=encoders.config_record(self.encoder_config),
                 code_version=resume_check.code_version())
+            if identity.get("hidden_size") is None:   # not given: the encoder config holds the size
+                identity.pop("hidden_size", None)
+            self._identity = identity
         return self._identity
 
     def nonfinite_loss_error(self, epoch: int, step: int, detail: str) -> NonFiniteLossError:
@@ -387,7 +401,7 @@ class Run:
         the last epoch."""
         a = self.args
         state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), **self.model.encoder_record(),
                  "args": runtime.plain_args(a), "rng": runtime.rng_state(), "run": self.run_identity()}
         if self.use_amp:
             state["scaler"] = self.scaler.state_dict()
@@ -478,8 +492,9 @@ class Run:
         if bad < len(self.loader) or not all(math.isfinite(v) for v in mean):
             detail = ", ".join(f"{name}={v:.4g}" for name, v in zip(STAT_NAMES, values[n + 1:]))
             checked = max(step - self.args.print_freq + 1, 0)
-            raise self.nonfinite_loss_error(epoch, min(bad, step), f"{detail}; found by the check of steps "
-                                            f"{checked}..{step}, made every --print-freq steps")
+            raise self.nonfinite_loss_error(
+                epoch, bad, f"{detail}; found at the check of steps {checked}..{step}, made every "
+                            f"--print-freq steps")
         return mean
 
     def write_config(self) -> None:
@@ -487,6 +502,7 @@ class Run:
         config = dict(runtime.plain_args(a), world_size=self.world, per_process_batch=self.per_rank_batch,
                       device=str(self.device), data_folder=self.data_folder, train_clips=len(self.train_set),
                       steps_per_epoch=len(self.loader), torch_version=torch.__version__, argv=sys.argv)
+        config.update(self.model.encoder_record())
         runtime.atomic_write_json(os.path.join(a.checkpoint_path, "config.json"), config)
 
     def train(self) -> TrainResult:
@@ -508,7 +524,8 @@ class Run:
             if self.resume_changes:      # epoch: the last one done, so a later resume keeps this record
                 self.jsonl.write({"epoch": a.start_epoch - 1, "event": "resume_allowed_changes",
                                   "checkpoint": self.last_checkpoint, "changes": self.resume_changes})
-        self.log(f"=> pretraining CMD ({a.encoder}, H={a.hidden_size}) on {self.data_folder}: "
+        self.log(f"=> pretraining CMD ({a.encoder}, {self.model.encoder_record()['encoder_config']}) on "
+                 f"{self.data_folder}: "
                  f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x "
                  f"{self.per_rank_batch} "
                  f"on {self.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")

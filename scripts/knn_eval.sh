@@ -22,7 +22,7 @@ for bench in $BENCHMARKS; do
     run "$PY" "$HERE/../knn_eval.py" \
         --pretrained "$ckpt" \
         --finetune-dataset "$dataset" --protocol "$protocol" \
-        --finetune-skeleton-representation seq-based --view "$VIEW" \
+        --finetune-skeleton-representation graph-based --view "$VIEW" \
         --knn-neighbours $KNN \
         --output "$RESULTS/${dataset}_${protocol}_${VIEW}.json" \
         "$@"

@@ -30,7 +30,7 @@ for bench in $BENCHMARKS; do
         --lr 0.1 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
         --pretrained "$ckpt" \
         --finetune-dataset "$dataset" --protocol "$protocol" \
-        --finetune-skeleton-representation seq-based --view "$VIEW" \
+        --finetune-skeleton-representation graph-based --view "$VIEW" \
         --output "$RESULTS/${dataset}_${protocol}_${VIEW}.json" \
         "$@"
 done

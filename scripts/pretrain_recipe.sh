@@ -32,7 +32,7 @@ pretrain_recipe() {
         --schedule "$milestone" \
         --epochs "$epochs" \
         --pre-dataset "$dataset" \
-        --skeleton-representation seq-based \
+        --skeleton-representation graph-based \
         --protocol "$protocol" \
         "$@"
 }

@@ -30,7 +30,7 @@ if [ -z "${SUMMARY_ONLY:-}" ]; then
                     --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
                     --data-ratio "$ratio" --subset-seed "$seed" --seed "$seed" \
                     --pretrained "$ckpt" --finetune-dataset ntu60 --protocol "$protocol" \
-                    --finetune-skeleton-representation seq-based --view joint \
+                    --finetune-skeleton-representation graph-based --view joint \
                     --output "$RESULTS/ntu60_${protocol}_ratio${ratio}_seed${seed}.json" \
                     "$@"
             done

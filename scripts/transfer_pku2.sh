@@ -21,7 +21,7 @@ for source in $SOURCES; do
         --lr 0.01 --batch-size 64 --epochs 80 --schedule 50 70 --momentum 0.9 --wd 0 --eval-freq 5 \
         --seed "${SEED:-1}" \
         --pretrained "$ckpt" --finetune-dataset pku_v2 --protocol cross_subject \
-        --finetune-skeleton-representation seq-based --view joint \
+        --finetune-skeleton-representation graph-based --view joint \
         --output "$RESULTS/${source}_xsub_to_pku_v2_xsub.json" \
         "$@"
 done

@@ -44,8 +44,9 @@ def test_released_checkpoint_loads_query_encoders(tmp_path, tiny, module_prefix)
     args = _args(tiny["data"], path)
     source = evaluation.load_pretrained_source(path)
     model, config = evaluation.build_classifier(args, NUM_CLASS, source, torch.device("cpu"))
-    # no args in a released file: the hidden size comes from the weight shapes
-    assert config["hidden_size"] == HIDDEN and config["origin"]["hidden_size"] == "checkpoint weights"
+    # no encoder record in a released file: the BiGRU sizes come from the weight shapes
+    assert config["encoder"] == "bigru" and config["origin"] == "checkpoint weights"
+    assert (config["encoder_config"].hidden_size, config["encoder_config"].num_layers) == (HIDDEN, 3)
     reference = released_state_dict()
     loaded = model.state_dict()
     compared = 0
@@ -78,21 +79,29 @@ def test_hidden_size_disagreeing_with_weights_fails(tiny):
         _build(tiny, "--hidden-size", "32")
 
 
-def test_our_checkpoint_args_give_the_model_size(tmp_path, tiny):
+def test_our_checkpoint_record_gives_the_model(tmp_path, tiny):
     sd = released_state_dict(module_prefix=False)
     path = tmp_path / "ours.pth.tar"
-    ours_args = {"encoder": "bigru", "hidden_size": HIDDEN, "mlp": True}
-    torch.save({"epoch": 3, "state_dict": sd, "args": ours_args}, path)
+    record = {"encoder": "bigru", "encoder_config": {"hidden_size": HIDDEN, "num_layers": 3, "in_channels": 3,
+                                                     "num_joints": 25, "num_person": 2}}
+    torch.save({"epoch": 3, "state_dict": sd, "args": {"mlp": True}, **record}, path)
     args = _args(tiny["data"], path)
     source = evaluation.load_pretrained_source(str(path))
     _, config = evaluation.build_classifier(args, NUM_CLASS, source, torch.device("cpu"))
-    assert config["hidden_size"] == HIDDEN and config["origin"]["hidden_size"] == "checkpoint args"
+    assert config["encoder_config"].hidden_size == HIDDEN and config["origin"] == "checkpoint record"
     assert source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and source.epoch == 3
-    # a command line that contradicts the recorded args is refused, naming both values
-    with pytest.raises(ValueError, match="hidden_size = 16 .*32 came from the command line"):
+    # a command line that contradicts the record is refused, naming both values
+    with pytest.raises(ValueError, match="hidden_size = 16 .*--hidden-size 32 was given"):
         evaluation.resolve_model_config(_args(tiny["data"], path, "--hidden-size", "32"), source)
-    source.args["encoder"] = "stgcn"
-    with pytest.raises(ValueError, match="encoder = 'stgcn'.*'bigru' came from the command line"):
+    with pytest.raises(ValueError, match="holds encoder 'bigru'.*--encoder stgcn"):
+        evaluation.resolve_model_config(_args(tiny["data"], path, "--encoder", "stgcn"), source)
+    with pytest.raises(ValueError, match="--stgcn-base-channels 8 is a flag of encoder stgcn, not of 'bigru"):
+        evaluation.resolve_model_config(_args(tiny["data"], path, "--stgcn-base-channels", "8"), source)
+    # repeating the record, and run-time options, are fine
+    same = _args(tiny["data"], path, "--hidden-size", "16", "--gru-mode", "loop")
+    config = evaluation.resolve_model_config(same, source)
+    assert config["encoder_config"].gru_mode == "loop"
+    with pytest.raises(ValueError, match="seq-based is not supported.*motion and bone"):
         evaluation.resolve_model_config(_args(tiny["data"], path, "--finetune-skeleton-representation",
                                               "seq-based"), source)
 

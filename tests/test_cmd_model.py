@@ -136,7 +136,7 @@ def test_encoder_key_names_and_initialisation(mlp):
 def test_build_encoder_and_bad_inputs():
     enc = cmd_model.build_encoder("bigru", num_class=5, hidden_size=8)
     assert isinstance(enc, BiGRUEncoder) and enc.fc.out_features == 5
-    with pytest.raises(ValueError, match=r"unknown encoder 'lstm'; valid names: \['bigru'\]"):
+    with pytest.raises(ValueError, match=r"unknown encoder 'lstm'; valid names: \['bigru', 'stgcn'\]"):
         cmd_model.build_encoder("lstm", num_class=5)
     with pytest.raises(ValueError, match="unknown gru_mode 'fast'"):
         BiGRUEncoder(5, hidden_size=8, gru_mode="fast")

@@ -100,11 +100,14 @@ def test_released_flags_and_defaults():
     a = pretrain_cmd.build_parser().parse_args([])
     assert (a.lr, a.batch_size, a.momentum, a.weight_decay) == (0.01, 64, 0.9, 1e-4)
     assert (a.contrast_t, a.contrast_k, a.contrast_m, a.contrast_dim) == (0.07, 16384, 0.999, 128)
-    assert (a.teacher_t, a.student_t, a.cmd_weight, a.hidden_size, a.save_freq) == (0.05, 0.1, 1.0, 1024, 10)
+    assert (a.teacher_t, a.student_t, a.cmd_weight, a.save_freq) == (0.05, 0.1, 1.0, 10)
+    assert a.encoder is None and a.hidden_size is None and a.skeleton_representation == "graph-based"
+    overrides = cmd_model.encoder_overrides("bigru", a)
+    assert overrides == {} and cmd_model.make_encoder_config("bigru", **overrides).hidden_size == 1024
     assert not a.mlp and not a.cos and a.resume == "" and a.start_epoch == 0
     a = pretrain_cmd.build_parser().parse_args(["--learning-rate", "0.5", "--weight-decay", "0.1", "-b", "8",
                                                 "-p", "3", "-j", "2", "--skeleton-representation",
-                                                "seq-based"])
+                                                "graph-based"])
     assert (a.lr, a.weight_decay, a.batch_size, a.print_freq, a.workers) == (0.5, 0.1, 8, 3, 2)
 
 
@@ -156,6 +159,8 @@ def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
     assert ckpt["epoch"] == 2 and load(os.path.join(ck, "checkpoint_0000.pth.tar"))["epoch"] == 1
     assert isinstance(ckpt["args"], dict)
     assert ckpt["args"]["hidden_size"] == 16 and ckpt["args"]["encoder"] == "bigru"
+    assert ckpt["encoder"] == "bigru" and ckpt["encoder_config"] == {  # what evaluation rebuilds from
+        "hidden_size": 16, "num_layers": 3, "in_channels": 3, "num_joints": 25, "num_person": 2}
     assert {"state_dict", "optimizer", "rng"} <= set(ckpt)
     model = cmd_model.CMD(hidden_size=16, K=24, topk=8, mlp=True)
     checkpoints.load_pretraining_weights(model, ckpt["state_dict"])          # strict, released key names
@@ -406,7 +411,7 @@ def test_benchmark_scripts_pass_the_released_recipe(tmp_path):
         assert (a.lr, a.batch_size, a.teacher_t, a.student_t, a.topk, a.mlp, a.contrast_t, a.contrast_k) == \
             (0.01, 64, 0.05, 0.1, 8192, True, 0.07, 16384)
         assert a.contrast_m == 0.999 and a.cmd_weight == 1.0 and not a.cos
-        assert a.skeleton_representation == "seq-based"
+        assert a.skeleton_representation == "graph-based" and a.encoder is None   # the released value: BiGRU
         assert a.checkpoint_path == f"./checkpoints/{name}_{protocol}"
         assert a.resume == "auto"   # "$@" forwarded
         assert dataset_folder(a) == os.path.join(".", "data", sub)
