@@ -1,5 +1,6 @@
-"""The CMD model: modality transforms, the sequence encoder, the pretraining model and its loss,
-and the downstream classifier (SPEC.md sections 1-3).
+"""The CMD model: modality transforms, the released BiGRU encoder and the encoder registry (ST-GCN lives in
+stgcn.py, the encoder contract in encoders.py), the pretraining model and its loss, and the downstream
+classifier (SPEC.md sections 1-3).
 
 Every model takes float32 clips `(N, 3, T, V=25, M=2)`. State-dict key names are those of the
 released CMD code, so its checkpoints load unchanged (after `checkpoints.strip_module_prefix`).
