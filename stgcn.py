@@ -53,6 +53,10 @@ class STGCNConfig:
             raise ValueError(f"STGCNConfig.strategy {self.strategy!r}: expected one of "
                              f"{graph.Graph.STRATEGIES}")
 
+    @staticmethod
+    def layout_fields(layout: graph.Layout) -> dict:
+        return {"layout": layout.name}
+
     def block_channels(self) -> list[tuple[int, int, int]]:
         """(in, out, stride) of the ten blocks."""
         b = self.base_channels
