@@ -55,13 +55,6 @@ def to_modality(x: torch.Tensor, name: str, layout: graph.Layout | None = None) 
     return _MODALITY_TRANSFORMS[name](x, layout or graph.get_layout())
 
 
-def _check_clip(x: torch.Tensor, in_channels: int, num_joints: int, num_person: int) -> None:
-    expected = (in_channels, num_joints, num_person)
-    if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != expected:
-        raise ValueError(f"expected a clip batch (N, {in_channels}, T, {num_joints}, {num_person}), "
-                         f"got shape {tuple(x.shape)}")
-
-
 # ----------------------------------------------------------------------------- BiGRU encoder
 class StepwiseGRU(nn.Module):
     """The released `EncoderRNN`: holds `gru`, a bidirectional `nn.GRU`, and runs it in one of these ways.
@@ -192,7 +185,7 @@ class BiGRUEncoder(encoders.Encoder):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, V, M) -> (N, 2H): the top layer's output at the last time step (pre-head)."""
-        _check_clip(x, self.in_channels, self.num_joints, self.num_person)
+        encoders.check_clip(x, self.in_channels, self.num_joints, self.num_person)
         n, _, t, _, _ = x.shape
         seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, -1)
         seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2).contiguous()
