@@ -13,6 +13,7 @@ import checkpoints
 import cmd_model
 import dataset
 import graph
+import knn_eval
 import prepare_data
 import pretrain_cmd
 
@@ -90,19 +91,22 @@ def test_bones_follow_the_layout(toy_registered):
     torch.testing.assert_close(bone, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("encoder, recorded", [("bigru", {"num_joints": 5}), ("stgcn", {"layout": "toy5"})])
-def test_one_pretraining_step_on_the_new_layout(toy_data, tmp_path, encoder, recorded):
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one intra-op thread on the shared test machines."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        rc = pretrain_cmd.main(["--pre-dataset", "toy", "--protocol", "cross_subject", "--data-dir", toy_data,
-                                "--checkpoint-path", str(tmp_path / "ck"), "--encoder", encoder,
-                                "--hidden-size", "16", "--contrast-k", "12", "--topk", "4",
-                                "--batch-size", "3",
-                                "-j", "0", "--seed", "1", "--device", "cpu", "--max-steps", "1",
-                                *(["--stgcn-base-channels", "4"] if encoder == "stgcn" else [])])
-    finally:
-        torch.set_num_threads(old)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("encoder, recorded", [("bigru", {"num_joints": 5}), ("stgcn", {"layout": "toy5"})])
+def test_one_pretraining_step_on_the_new_layout(toy_data, tmp_path, one_thread, encoder, recorded):
+    rc = pretrain_cmd.main(["--pre-dataset", "toy", "--protocol", "cross_subject", "--data-dir", toy_data,
+                            "--checkpoint-path", str(tmp_path / "ck"), "--encoder", encoder,
+                            "--hidden-size", "16", "--contrast-k", "12", "--topk", "4", "--batch-size", "3",
+                            "-j", "0", "--seed", "1", "--device", "cpu", "--max-steps", "1",
+                            *(["--stgcn-base-channels", "4"] if encoder == "stgcn" else [])])
     assert rc in (0, None)
     path = tmp_path / "ck" / "checkpoint_0000.pth.tar"
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -110,3 +114,9 @@ def test_one_pretraining_step_on_the_new_layout(toy_data, tmp_path, encoder, rec
     assert record["encoder"] == encoder
     assert {k: record["encoder_config"][k] for k in recorded} == recorded
     assert int(ckpt["state_dict"]["queue_ptr"]) == 3
+    # the evaluation CLIs rebuild the encoders from the record and read the same table entry
+    result = knn_eval.main(["--finetune-dataset", "toy", "--protocol", "cross_subject",
+                            "--data-dir", toy_data, "--pretrained", str(path), "--view", "all", "-j", "0",
+                            "--device", "cpu",
+                            "--batch-size", "4", "--knn-neighbours", "1"])
+    assert 0.0 <= result["metrics"]["top1_k1"] <= 100.0
