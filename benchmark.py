@@ -208,8 +208,8 @@ def run_train(args) -> dict:
 
     import torch  # noqa: PLC0415
 
+    import augment  # noqa: PLC0415
     import cmd_model  # noqa: PLC0415
-    import dataset  # noqa: PLC0415
     import runtime  # noqa: PLC0415
 
     runtime.set_threads(args.threads)
@@ -337,13 +337,13 @@ def run_train(args) -> dict:
         clips = np.random.default_rng(0).normal(size=(n, 3, 300, 25, 2)).astype(np.float32)
         num_frame = np.full(n, 150)
         rng = np.random.default_rng(0)
-        per_clip = _timed(lambda _: [dataset.augment_pretrain(c, 150, rng) for c in clips], [None],
+        per_clip = _timed(lambda _: [augment.augment_pretrain(c, 150, rng) for c in clips], [None],
                           max(args.steps, 1))
         clips_t = torch.from_numpy(clips).to(device)
         frames_t = torch.from_numpy(num_frame).to(device)
 
         def batched(_):
-            dataset.augment_pretrain_batch(clips_t, frames_t)
+            augment.augment_pretrain_batch(clips_t, frames_t)
             _sync(device)
         batched_s = _timed(batched, [None], max(args.steps, 1))
         result["augment_clips_per_s"] = {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}

@@ -2,8 +2,9 @@
 stgcn.py, the encoder contract in encoders.py), the pretraining model and its loss, and the downstream
 classifier (SPEC.md sections 1-3).
 
-Every model takes float32 clips `(N, 3, T, V=25, M=2)`. State-dict key names are those of the
-released CMD code, so its checkpoints load unchanged (after `checkpoints.strip_module_prefix`).
+Every model takes float32 clips `(N, 3, T, V, M=2)`, V the joints of its skeleton layout (NTU: 25).
+State-dict key names are those of the released CMD code, so its checkpoints load unchanged (after
+`checkpoints.strip_module_prefix`).
 """
 from __future__ import annotations
 
@@ -44,20 +45,15 @@ def joint_to_bone(x: torch.Tensor, pairs=graph.NTU_BONE_PAIRS) -> torch.Tensor:
     return bone
 
 
-_MODALITY_TRANSFORMS = {"joint": lambda x: x, "motion": joint_to_motion, "bone": joint_to_bone}
+_MODALITY_TRANSFORMS = {"joint": lambda x, layout: x, "motion": lambda x, layout: joint_to_motion(x),
+                        "bone": lambda x, layout: joint_to_bone(x, layout.bone_pairs)}
 
 
-def to_modality(x: torch.Tensor, name: str) -> torch.Tensor:
+def to_modality(x: torch.Tensor, name: str, layout: graph.Layout | None = None) -> torch.Tensor:
+    """Clips of the joint modality as modality `name`; bones follow `layout` (default NTU's)."""
     if name not in _MODALITY_TRANSFORMS:
         raise ValueError(f"unknown modality {name!r}; expected one of {MODALITIES}")
-    return _MODALITY_TRANSFORMS[name](x)
-
-
-def _check_clip(x: torch.Tensor, in_channels: int, num_joints: int, num_person: int) -> None:
-    expected = (in_channels, num_joints, num_person)
-    if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != expected:
-        raise ValueError(f"expected a clip batch (N, {in_channels}, T, {num_joints}, {num_person}), "
-                         f"got shape {tuple(x.shape)}")
+    return _MODALITY_TRANSFORMS[name](x, layout or graph.get_layout())
 
 
 # ----------------------------------------------------------------------------- BiGRU encoder
@@ -149,6 +145,10 @@ class BiGRUConfig:
         if self.gru_mode not in StepwiseGRU.MODES:
             raise ValueError(f"unknown gru_mode {self.gru_mode!r}; expected one of {StepwiseGRU.MODES}")
 
+    @staticmethod
+    def layout_fields(layout: graph.Layout) -> dict:
+        return {"num_joints": layout.num_joints}
+
 
 class BiGRUEncoder(encoders.Encoder):
     """The released CMD encoder ('BIGRU'): input_norm -> encoder.gru -> last step's 2H output -> fc.
@@ -186,7 +186,7 @@ class BiGRUEncoder(encoders.Encoder):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, V, M) -> (N, 2H): the top layer's output at the last time step (pre-head)."""
-        _check_clip(x, self.in_channels, self.num_joints, self.num_person)
+        encoders.check_clip(x, self.in_channels, self.num_joints, self.num_person)
         n, _, t, _, _ = x.shape
         seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, -1)
         seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2).contiguous()
@@ -209,6 +209,31 @@ def make_encoder_config(name: str, config=None, source: str | None = None, **ove
     """The config of encoder `name` from a config / a recorded dict / nothing, plus overrides."""
     cls = encoder_class(name)
     return encoders.make_config(cls.Config, config, source=source or f"encoder {name!r}", **overrides)
+
+
+def layout_overrides(name: str, layout: str) -> dict:
+    """The config fields through which encoder `name` takes the skeleton `layout` (its Config's
+    `layout_fields`, e.g. num_joints; none for an encoder without one)."""
+    fields = getattr(encoder_class(name).Config, "layout_fields", None)
+    return fields(graph.get_layout(layout)) if fields else {}
+
+
+def check_layout(name: str, config, layout: str) -> None:
+    """ValueError when the encoder config was made for another skeleton than `layout`."""
+    for key, value in layout_overrides(name, layout).items():
+        if getattr(config, key) != value:
+            raise ValueError(f"encoder {name!r} has {key} = {getattr(config, key)!r}, but the data's "
+                             f"skeleton layout {layout!r} needs {value!r}")
+
+
+def _layout_config(name: str, config, layout: str, overrides: dict):
+    """The encoder config of a model for `layout`: the defaults for it when `config` is None, else
+    `config` (which must fit it), with `overrides` applied."""
+    if config is None:
+        overrides = {**layout_overrides(name, layout), **overrides}
+    config = make_encoder_config(name, config, **overrides)
+    check_layout(name, config, layout)
+    return config
 
 
 def build_encoder(name: str, num_class: int, mlp: bool = False, config=None, **overrides) -> nn.Module:
@@ -303,14 +328,15 @@ class CMD(nn.Module):
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, encoder_config=None, dim: int = 128, K: int = 16384,
                  m: float = 0.999, T: float = 0.07, teacher_T: float = 0.05, student_T: float = 0.1,
-                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, **encoder_overrides):
-        """`encoder_config` (a config or a recorded dict; default: the encoder's defaults) with
-        `encoder_overrides` (config fields, e.g. hidden_size=16) applied, for all six encoders."""
+                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, layout: str = "ntu",
+                 **encoder_overrides):
+        """`encoder_config` (a config or a recorded dict; default: the encoder's defaults for `layout`)
+        with `encoder_overrides` (config fields, e.g. hidden_size=16) applied, for all six encoders."""
         super().__init__()
         if not 1 <= topk <= K:
             raise ValueError(f"topk={topk} must be between 1 and the queue size K={K}")
-        self.encoder_name = encoder
-        self.encoder_config = make_encoder_config(encoder, encoder_config, **encoder_overrides)
+        self.encoder_name, self.layout = encoder, graph.get_layout(layout)
+        self.encoder_config = _layout_config(encoder, encoder_config, layout, encoder_overrides)
         self.K, self.m, self.T = K, m, T
         self.teacher_T, self.student_T = teacher_T, student_T
         self.cmd_weight, self.topk = cmd_weight, topk
@@ -337,11 +363,13 @@ class CMD(nn.Module):
         return getattr(self, self.KEY[modality])
 
     def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> CMDOutput:
-        q = {mod: F.normalize(self.query_encoder(mod)(to_modality(x_q, mod)), dim=1) for mod in MODALITIES}
+        q = {mod: F.normalize(self.query_encoder(mod)(to_modality(x_q, mod, self.layout)), dim=1)
+             for mod in MODALITIES}
         with torch.no_grad():
             for mod in MODALITIES:
                 moco.momentum_update(self.key_encoder(mod), self.query_encoder(mod), self.m)
-            k = {mod: F.normalize(self.key_encoder(mod)(to_modality(x_k, mod)), dim=1) for mod in MODALITIES}
+            k = {mod: F.normalize(self.key_encoder(mod)(to_modality(x_k, mod, self.layout)), dim=1)
+                 for mod in MODALITIES}
 
         queues = self.queues.queues(self)
         logits, student_sims, teacher_sims = {}, {}, {}
@@ -370,13 +398,13 @@ class CMDClassifier(nn.Module):
     VIEWS = MODALITIES + ("all",)
 
     def __init__(self, num_class: int, encoder: str = DEFAULT_ENCODER, view: str = "joint",
-                 encoder_config=None, **encoder_overrides):
+                 encoder_config=None, layout: str = "ntu", **encoder_overrides):
         super().__init__()
         if view not in self.VIEWS:
             raise ValueError(f"unknown view {view!r}; expected one of {self.VIEWS}")
         self.view = view
-        self.encoder_name = encoder
-        self.encoder_config = make_encoder_config(encoder, encoder_config, **encoder_overrides)
+        self.encoder_name, self.layout = encoder, graph.get_layout(layout)
+        self.encoder_config = _layout_config(encoder, encoder_config, layout, encoder_overrides)
         for mod in MODALITIES:
             setattr(self, self.ENCODER_NAMES[mod],
                     build_encoder(encoder, num_class, config=self.encoder_config))
@@ -394,13 +422,13 @@ class CMDClassifier(nn.Module):
         return [enc.fc for enc in self.view_encoders()]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [getattr(self, self.ENCODER_NAMES[mod]).features(to_modality(x, mod))
+        feats = [getattr(self, self.ENCODER_NAMES[mod]).features(to_modality(x, mod, self.layout))
                  for mod in self._modalities()]
         return torch.cat(feats, dim=1)
 
     def stream_logits(self, x: torch.Tensor) -> dict:
         """Logits of every stream the view uses, by modality; `fuse_logits` of them is `forward(x)`."""
-        return {mod: getattr(self, self.ENCODER_NAMES[mod])(to_modality(x, mod))
+        return {mod: getattr(self, self.ENCODER_NAMES[mod])(to_modality(x, mod, self.layout))
                 for mod in self._modalities()}
 
     @staticmethod

@@ -1,13 +1,11 @@
-"""Prepared skeleton data: the on-disk format, the benchmark registry, the feeders and the augmentations.
+"""Prepared skeleton data: the on-disk format and its checks, and the feeders.
 
-On disk, one folder per benchmark (`<data_dir>/<dataset>/<xsub|xview|xsetup>/`) holds, per part
-(`train`, `val`), the three files written by `prepare_data.py` (SPEC section 6):
-`{part}_data_joint.npy` float32 (N, 3, 300, 25, 2), `{part}_label.pkl` = (sample_names, labels) and
-`{part}_num_frame.npy` (original frame count of each clip). The data file is memory-mapped.
-
-Augmentations (SPEC section 4) come twice: small numpy functions applied per clip in the data loader,
-and `augment_pretrain_batch`, the same distributions drawn for a whole batch of tensors on the model's
-device (for when the data loader is the bottleneck: `PretrainFeeder(augment='none')`).
+On disk, one folder per benchmark (`<data_dir>/<dataset>/<xsub|xview|xsetup>/`, benchmarks.py) holds, per
+part (`train`, `val`), the three files written by `prepare_data.py` (SPEC section 6):
+`{part}_data_joint.npy` float32 (N, 3, CLIP_FRAMES=300, V, NUM_PERSONS=2) with V the joints of the
+dataset's layout (NTU: 25), `{part}_label.pkl` = (sample_names, labels) and `{part}_num_frame.npy`
+(original frame count of each clip). The data file is memory-mapped. The augmentations the feeders
+apply are in augment.py.
 """
 from __future__ import annotations
 
@@ -22,53 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+import graph
+from augment import WINDOW, augment_pretrain, center_crop_resize, random_crop_resize
+
 PARTS = ("train", "val")
-MAX_FRAMES = 300
-NUM_JOINTS = 25
-NUM_PERSONS = 2
-WINDOW = 64
-
-# (dataset, protocol) -> (sub-folder of data_dir, number of classes). 'custom' is any folder (--data-dir).
-_NUM_CLASS = {"ntu60": 60, "ntu120": 120, "pku_v1": 51, "pku_v2": 41}
-_SHORT = {"cross_subject": "xsub", "cross_view": "xview", "cross_setup": "xsetup"}
-BENCHMARKS = {
-    ("ntu60", "cross_subject"): "ntu60/xsub",
-    ("ntu60", "cross_view"): "ntu60/xview",
-    ("ntu120", "cross_subject"): "ntu120/xsub",
-    ("ntu120", "cross_setup"): "ntu120/xsetup",
-    ("pku_v1", "cross_subject"): "pku_v1/xsub",
-    ("pku_v1", "cross_view"): "pku_v1/xview",
-    ("pku_v2", "cross_subject"): "pku_v2/xsub",
-    ("pku_v2", "cross_view"): "pku_v2/xview",
-    ("synthetic", "cross_subject"): "synthetic/xsub",
-    ("synthetic", "cross_view"): "synthetic/xview",
-}
-DATASETS = ("ntu60", "ntu120", "pku_v1", "pku_v2", "synthetic", "custom")
-PROTOCOLS = ("cross_subject", "cross_view", "cross_setup")
-
-
-@dataclass
-class Benchmark:
-    dataset: str
-    protocol: str
-    folder: str
-    num_class: int | None
-
-
-def resolve_benchmark(dataset: str, protocol: str, data_dir: str = "./data") -> Benchmark:
-    """Map a (dataset, protocol) pair to its prepared folder; 'custom' means `data_dir` itself."""
-    if dataset == "custom":
-        return Benchmark(dataset, protocol, data_dir, None)
-    key = (dataset, protocol)
-    if key not in BENCHMARKS:
-        valid = ", ".join(f"{d} {p}" for d, p in BENCHMARKS) + ", custom <any protocol> (with --data-dir)"
-        raise ValueError(f"unknown benchmark {dataset!r} {protocol!r}; valid pairs: {valid}")
-    if dataset == "synthetic":
-        import synthetic  # noqa: PLC0415  (light: numpy only)
-        num_class = synthetic.NUM_CLASSES
-    else:
-        num_class = _NUM_CLASS[dataset]
-    return Benchmark(dataset, protocol, os.path.join(data_dir, BENCHMARKS[key]), num_class)
+CLIP_FRAMES = 300      # frames stored per clip (longer clips are truncated, shorter ones zero-padded)
+NUM_PERSONS = 2        # bodies stored per clip
 
 
 def split_paths(folder: str, part: str) -> dict[str, str]:
@@ -80,7 +37,7 @@ def split_paths(folder: str, part: str) -> dict[str, str]:
 
 @dataclass
 class SkeletonSplit:
-    data: np.ndarray        # memory-mapped float32 (N, 3, T, 25, 2)
+    data: np.ndarray        # memory-mapped float32 (N, 3, T, V, M)
     labels: np.ndarray      # int64 (N,)
     names: list[str]
     num_frame: np.ndarray   # int64 (N,), original frame counts
@@ -162,8 +119,12 @@ def _read_labels(path: str) -> tuple[list[str], np.ndarray]:
     return [str(n) for n in names], labels.astype(np.int64)
 
 
-def load_split(folder: str, part: str) -> SkeletonSplit:
-    """Memory-map one part of a prepared benchmark and check that its three files agree."""
+def load_split(folder: str, part: str, num_class: int | None = None, layout: str = "ntu") -> SkeletonSplit:
+    """Memory-map one part of a prepared benchmark and check that its three files agree with each other,
+    with the joints of `layout` and (when given, benchmarks.DatasetEntry.num_class) with `num_class`.
+    Without `num_class` (a custom folder) the split's num_class is its largest label + 1."""
+    layout = graph.get_layout(layout)
+    num_joints = layout.num_joints
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     paths = split_paths(folder, part)
@@ -177,9 +138,9 @@ def load_split(folder: str, part: str) -> SkeletonSplit:
         raise ValueError(f"{paths['data']}: not a readable .npy file ({e})") from e
     if data.dtype != np.float32:
         raise ValueError(f"{paths['data']}: dtype {data.dtype}, expected float32")
-    if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != NUM_JOINTS or data.shape[4] != NUM_PERSONS:
+    if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != num_joints or data.shape[4] != NUM_PERSONS:
         raise ValueError(f"{paths['data']}: shape {data.shape}, expected "
-                         f"(N, 3, T, {NUM_JOINTS}, {NUM_PERSONS})")
+                         f"(N, 3, T, {num_joints}, {NUM_PERSONS}) (layout {layout.name!r})")
     names, labels = _read_labels(paths["label"])
     if len(labels) != data.shape[0]:
         raise ValueError(f"{paths['label']} holds {len(labels)} labels but {paths['data']} holds "
@@ -195,16 +156,12 @@ def load_split(folder: str, part: str) -> SkeletonSplit:
         bad = int(np.argmin(num_frame))
         raise ValueError(f"{paths['num_frame']}: clip {bad} ({names[bad]}) has {int(num_frame[bad])} frames, "
                          f"expected at least 1")
-    # num_class from both parts' labels, so train and val agree
     max_label = int(labels.max()) if len(labels) else -1
-    for other in PARTS:
-        other_label = split_paths(folder, other)["label"]
-        if other != part and os.path.isfile(other_label):
-            other_labels = _read_labels(other_label)[1]
-            if len(other_labels):
-                max_label = max(max_label, int(other_labels.max()))
+    if num_class is not None and max_label >= num_class:
+        raise ValueError(f"{paths['label']}: label {max_label} found, but the dataset has {num_class} "
+                         f"classes (0-based labels 0..{num_class - 1} expected)")
     return SkeletonSplit(data=data, labels=labels, names=names, num_frame=num_frame.astype(np.int64),
-                         num_class=max_label + 1, path=paths["data"])
+                         num_class=max_label + 1 if num_class is None else num_class, path=paths["data"])
 
 
 def count_nonfinite(data: np.ndarray, chunk: int = 64) -> tuple[int, int | None]:
@@ -237,167 +194,6 @@ def require_finite(split: SkeletonSplit, allow: bool = False) -> None:
     if not split.nonfinite_to_zero:
         print(f"warning: {where}; --allow-nonfinite: reading them as 0", file=sys.stderr)
     split.nonfinite_to_zero = True
-
-
-# ----------------------------------------------------------------------------------------------------
-# numpy augmentations (SPEC section 4); every function takes the clip (C, T, V, M) and a Generator
-
-
-def crop_length(n: int, scale: float, min_length: int = WINDOW) -> int:
-    """L = clamp(floor(n * scale), 64, n): the minimum of 64 first, then capped at n (Python scalars)."""
-    return min(max(int(np.floor(n * scale)), min_length), n)
-
-
-def resize_time(clip: np.ndarray, window: int = WINDOW) -> np.ndarray:
-    """Linear interpolation of the time axis to `window` frames, align_corners=False (as F.interpolate)."""
-    length = clip.shape[1]
-    scale = np.float32(length) / np.float32(window)
-    src = np.maximum((np.arange(window, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5),
-                     np.float32(0))
-    i0 = src.astype(np.int64)
-    i1 = np.minimum(i0 + 1, length - 1)
-    w1 = (src - i0).astype(np.float32)[None, :, None, None]
-    return ((1 - w1) * clip[:, i0] + w1 * clip[:, i1]).astype(np.float32)
-
-
-def random_crop_resize(clip: np.ndarray, num_frame: int, rng: np.random.Generator,
-                       scale_range: tuple[float, float] = (0.1, 1.0), window: int = WINDOW) -> np.ndarray:
-    """Temporal crop of a random length (scale ~ U(scale_range)) at a random start, resized to `window`."""
-    n = min(int(num_frame), clip.shape[1])
-    length = crop_length(n, float(rng.uniform(*scale_range)), window)
-    start = int(rng.integers(0, n - length + 1))
-    return resize_time(clip[:, start:start + length], window)
-
-
-def center_crop_resize(clip: np.ndarray, num_frame: int, ratio: float = 0.95,
-                       window: int = WINDOW) -> np.ndarray:
-    """Frames [start, n - start) with start = int((1 - ratio) * n / 2), resized to `window`."""
-    n = min(int(num_frame), clip.shape[1])
-    start = int((1 - ratio) * n / 2)
-    return resize_time(clip[:, start:n - start], window)
-
-
-def corrupt_joints(clip: np.ndarray, rng: np.random.Generator, num_joints: int = 15) -> np.ndarray:
-    """Pick 15 of the 25 joints; with probability 1/2 zero them, else multiply their xyz by one U(-1,1)
-    3x3 matrix."""
-    out = np.array(clip, dtype=np.float32, copy=True)
-    joints = rng.choice(clip.shape[2], num_joints, replace=False)
-    if rng.random() < 0.5:
-        out[:, :, joints, :] = 0
-    else:
-        matrix = rng.uniform(-1, 1, size=(3, 3))
-        picked = out[:, :, joints, :]
-        out[:, :, joints, :] = np.einsum("ctvm,cd->dtvm", picked, matrix)   # xyz @ R
-    return out
-
-
-def shear(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pose augmentation: S = [[1,a,b],[c,1,d],[e,f,1]], entries U(-1,1), xyz_new = xyz @ S.T."""
-    matrix = np.eye(3)
-    off_diagonal = ~np.eye(3, dtype=bool)
-    matrix[off_diagonal] = rng.uniform(-1, 1, size=6)
-    return np.einsum("dc,ctvm->dtvm", matrix, clip).astype(np.float32)
-
-
-def augment_pretrain(clip: np.ndarray, num_frame: int, rng: np.random.Generator,
-                     window: int = WINDOW) -> np.ndarray:
-    """One pretraining view: crop-resize (scale U(0.1,1)), then each of corruption and shear with p = 1/2."""
-    out = random_crop_resize(clip, num_frame, rng, (0.1, 1.0), window)
-    if rng.random() < 0.5:
-        out = corrupt_joints(out, rng)
-    if rng.random() < 0.5:
-        out = shear(out, rng)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# batched torch versions: same distributions, one call for a whole batch on any device
-
-
-def _uniform(shape, low, high, device, generator) -> torch.Tensor:
-    return torch.rand(shape, device=device, generator=generator) * (high - low) + low
-
-
-def crop_resize_batch(clips: torch.Tensor, num_frame: torch.Tensor, scale_range=(0.1, 1.0),
-                      window: int = WINDOW, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random temporal crop-resize of every clip of (N, C, T, V, M), each with its own length and start."""
-    n_clips, channels, max_t, joints, persons = clips.shape
-    device = clips.device
-    n = torch.clamp(num_frame.to(device=device, dtype=torch.int64), max=max_t)
-    scale = _uniform((n_clips,), scale_range[0], scale_range[1], device, generator).double()
-    length = torch.minimum(torch.clamp(torch.floor(n.double() * scale).long(), min=window), n)
-    start = torch.floor(torch.rand(n_clips, device=device, generator=generator, dtype=torch.float64)
-                        * (n - length + 1).double()).long()
-    start = torch.minimum(start, n - length)
-    return _resize_windows(clips, start, length, window)
-
-
-def _resize_windows(clips: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
-                    window: int) -> torch.Tensor:
-    """Resize frames [start, start+length) of each clip to `window` frames (align_corners=False)."""
-    n_clips, channels, max_t, joints, persons = clips.shape
-    device = clips.device
-    scale = length.float() / float(window)
-    dst = torch.arange(window, device=device, dtype=torch.float32) + 0.5
-    src = torch.clamp(dst[None, :] * scale[:, None] - 0.5, min=0)
-    i0 = src.long()
-    w1 = (src - i0.float()).to(clips.dtype)
-    i1 = torch.minimum(i0 + 1, (length - 1)[:, None])
-    i0 = i0 + start[:, None]
-    i1 = i1 + start[:, None]
-    flat = clips.reshape(n_clips, channels, max_t, joints * persons)
-
-    def take(index):
-        index = index[:, None, :, None].expand(n_clips, channels, window, joints * persons)
-        return torch.gather(flat, 2, index)
-
-    w1 = w1[:, None, :, None]
-    out = (1 - w1) * take(i0) + w1 * take(i1)
-    return out.reshape(n_clips, channels, window, joints, persons)
-
-
-def center_crop_resize_batch(clips: torch.Tensor, num_frame: torch.Tensor, ratio: float = 0.95,
-                             window: int = WINDOW) -> torch.Tensor:
-    n = torch.clamp(num_frame.to(device=clips.device, dtype=torch.int64), max=clips.shape[2])
-    start = ((1 - ratio) * n.double() / 2).long()
-    return _resize_windows(clips, start, n - 2 * start, window)
-
-
-def corrupt_joints_batch(x: torch.Tensor, apply: torch.Tensor, generator: torch.Generator | None = None,
-                         num_joints: int = 15) -> torch.Tensor:
-    """Joint corruption of the clips where `apply` is True (per clip: 15 joints, zero or one 3x3 matrix)."""
-    n_clips, _, _, joints, _ = x.shape
-    device = x.device
-    chosen_rank = torch.rand(n_clips, joints, device=device, generator=generator).argsort(dim=1)
-    chosen = torch.zeros(n_clips, joints, dtype=torch.bool, device=device)
-    chosen.scatter_(1, chosen_rank[:, :num_joints], True)
-    zero_mode = torch.rand(n_clips, device=device, generator=generator) < 0.5
-    matrix = _uniform((n_clips, 3, 3), -1, 1, device, generator).to(x.dtype)
-    mixed = torch.einsum("nctvm,ncd->ndtvm", x, matrix)                    # xyz @ R
-    replaced = torch.where(zero_mode[:, None, None, None, None], torch.zeros_like(x), mixed)
-    mask = (apply[:, None] & chosen)[:, None, None, :, None]
-    return torch.where(mask, replaced, x)
-
-
-def shear_batch(x: torch.Tensor, apply: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    n_clips = x.shape[0]
-    matrix = _uniform((n_clips, 3, 3), -1, 1, x.device, generator).to(x.dtype)
-    eye = torch.eye(3, device=x.device, dtype=torch.bool)
-    matrix = torch.where(eye, torch.ones_like(matrix), matrix)
-    sheared = torch.einsum("ndc,nctvm->ndtvm", matrix, x)                 # xyz @ S.T
-    return torch.where(apply[:, None, None, None, None], sheared, x)
-
-
-def augment_pretrain_batch(clips: torch.Tensor, num_frame: torch.Tensor, window: int = WINDOW,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """One pretraining view of a whole batch (N, 3, T, 25, 2) -> (N, 3, window, 25, 2), on clips.device.
-
-    Same distributions as `augment_pretrain`; call it twice for the two views."""
-    x = crop_resize_batch(clips, num_frame, (0.1, 1.0), window, generator)
-    n_clips = x.shape[0]
-    x = corrupt_joints_batch(x, torch.rand(n_clips, device=x.device, generator=generator) < 0.5, generator)
-    return shear_batch(x, torch.rand(n_clips, device=x.device, generator=generator) < 0.5, generator)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -442,7 +238,7 @@ def _clip(split: SkeletonSplit, index: int) -> np.ndarray:
 class PretrainFeeder(Dataset):
     """Self-supervised pretraining: each item is two independently augmented views (x_q, x_k).
 
-    augment='none' returns the raw clip (3, T, 25, 2) and its frame count instead, for
+    augment='none' returns the raw clip (3, T, V, M) and its frame count instead, for
     `augment_pretrain_batch` on the model's device. `seed` (optional) makes the views a function of
     (seed, epoch, index); call `set_epoch` every epoch then."""
 

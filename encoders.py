@@ -76,6 +76,13 @@ def check_positive(config, *names) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
 
 
+def check_clip(x, in_channels: int, num_joints: int, num_person: int) -> None:
+    """ValueError unless x is a clip batch (N, in_channels, T, num_joints, num_person)."""
+    if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != (in_channels, num_joints, num_person):
+        raise ValueError(f"expected a clip batch (N, {in_channels}, T, {num_joints}, {num_person}), "
+                         f"got shape {tuple(x.shape)}")
+
+
 def add_mlp_head(encoder: nn.Module) -> None:
     """The released `--mlp` replacement: `fc` becomes Sequential(Linear(D, D), ReLU, old fc).
 

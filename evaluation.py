@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import benchmarks
 import checkpoints
 import cmd_model
 import dataset
@@ -33,14 +34,15 @@ import runtime
 MATPLOTLIB_MISSING = "--tsne needs matplotlib, an optional dependency: pip install matplotlib"
 
 
-def add_common_arguments(parser, protocols=dataset.PROTOCOLS) -> None:
+def add_common_arguments(parser, protocols=None) -> None:
     """Flags shared by both evaluation scripts (the released names where the released code has them)."""
     parser.add_argument("--pretrained", required=True, metavar="PATH|none",
                         help="pretraining checkpoint (ours or a released checkpoint_0450.pth.tar); "
                              "'none' evaluates a randomly initialised encoder")
-    parser.add_argument("--finetune-dataset", default="ntu60", choices=dataset.DATASETS,
+    parser.add_argument("--finetune-dataset", default="ntu60", choices=benchmarks.dataset_names(),
                         help="benchmark to evaluate on; 'custom' reads --data-dir itself")
-    parser.add_argument("--protocol", default="cross_subject", choices=protocols)
+    parser.add_argument("--protocol", default="cross_subject",
+                        choices=protocols or benchmarks.protocol_names())
     parser.add_argument("--data-dir", default="./data",
                         help="root of the prepared data (see prepare_data.py)")
     parser.add_argument("--view", default="joint", choices=cmd_model.CMDClassifier.VIEWS,
@@ -105,21 +107,17 @@ def check_visualisation_dependencies(args) -> None:
 # data
 
 
-def load_benchmark(args) -> tuple[dataset.Benchmark, dataset.SkeletonSplit, dataset.SkeletonSplit]:
+def load_benchmark(args) -> tuple[benchmarks.Benchmark, dataset.SkeletonSplit, dataset.SkeletonSplit]:
     """The benchmark, its training split and its test split ('val' on disk); num_class filled in."""
-    benchmark = dataset.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
-    train_split = dataset.load_split(benchmark.folder, "train")
-    test_split = dataset.load_split(benchmark.folder, "val")
+    benchmark = benchmarks.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
+    train_split, test_split = (dataset.load_split(benchmark.folder, part, benchmark.num_class,
+                                                  benchmark.layout) for part in ("train", "val"))
     for split in (train_split, test_split):
         if len(split) == 0:
             raise ValueError(f"{split.path}: the split holds no clips")
         dataset.require_finite(split, allow=getattr(args, "allow_nonfinite", False))
     check_class_overlap(train_split, test_split)
     num_class = benchmark.num_class or max(train_split.num_class, test_split.num_class)
-    too_large = max(train_split.num_class, test_split.num_class)
-    if too_large > num_class:
-        raise ValueError(f"{benchmark.folder}: labels reach {too_large - 1}, but {benchmark.dataset} has "
-                         f"{num_class} classes (0-based labels expected)")
     return dataclasses.replace(benchmark, num_class=num_class), train_split, test_split
 
 
@@ -237,7 +235,8 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     """CMDClassifier for args.view with the checkpoint's query encoders loaded (heads stay new)."""
     config = resolve_model_config(args, source)
     model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], view=args.view,
-                                    encoder_config=config["encoder_config"])
+                                    encoder_config=config["encoder_config"],
+                                    layout=benchmarks.layout_of(args.finetune_dataset))
     if source.state_dict is not None:
         model.load_pretrained(source.state_dict, source=source.path)
     return model.to(device), config

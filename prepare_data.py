@@ -2,10 +2,11 @@
 
     python prepare_data.py ntu60  --raw-dir RAW/nturgb+d_skeletons
     python prepare_data.py ntu120 --raw-dir RAW/nturgb+d_skeletons RAW/nturgbd_skeletons_s018_to_s032
-    python prepare_data.py pku1   --root RAW/pku_mmd_v1      (skeleton/, label/, cross-subject.txt ...)
-    python prepare_data.py pku2   --root RAW/pku_mmd_v2      (skeleton/, label/, cross_subject_v2.txt ...)
+    python prepare_data.py pku_v1 --root RAW/pku_mmd_v1      (skeleton/, label/, cross-subject.txt ...)
+    python prepare_data.py pku_v2 --root RAW/pku_mmd_v2      (skeleton/, label/, cross_subject_v2.txt ...)
     python prepare_data.py synthetic                       (generate the built-in dataset, then convert it)
 
+The subcommands are the datasets of benchmarks.py (`pku1`, `pku2`: the released names of pku_v1, pku_v2).
 Per benchmark and part, `{part}_data_joint.npy` float32 (N, 3, 300, 25, 2), `{part}_label.pkl`
 = (sample_names, labels) and `{part}_num_frame.npy` land in `--out/<xsub|xview|xsetup>/`. Each file is
 parsed and normalised once (vectorised numpy, in `--workers` processes) and written straight into
@@ -21,19 +22,22 @@ import pickle
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
+import benchmarks
 import cli_errors
 import dataset
+import graph
 import run_folder
+import runtime
 
 MAX_BODIES_KINECT = 4    # bodies kept from a raw file, in file order
-MAX_BODIES = 2           # bodies kept by energy
-NUM_JOINTS = 25
-MAX_FRAMES = 300
+MAX_BODIES = dataset.NUM_PERSONS                 # bodies kept by energy
+KINECT_JOINTS = graph.get_layout("ntu").num_joints   # joints per body in NTU and PKU-MMD files
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 MISSING_LISTS = {
     "ntu60": os.path.join(REPO_ROOT, "missing_skeletons", "NTU_RGBD_samples_with_missing_skeletons.txt"),
@@ -180,7 +184,7 @@ def _read_ntu_fast(raw: bytes, strict_joints: bool = False):
     joints_per_body = np.bincount(body_of_line[joint_lines], minlength=info_lines.size)
     if not np.array_equal(joints_per_body, value_of[info_lines + 1]):
         return None
-    if strict_joints and (joints_per_body != NUM_JOINTS).any():
+    if strict_joints and (joints_per_body != KINECT_JOINTS).any():
         return None                                     # the line reader names the line
     # body index within its frame and joint index within its body, for every joint line
     first_body_of_frame = np.cumsum(bodies_per_frame) - bodies_per_frame
@@ -189,14 +193,14 @@ def _read_ntu_fast(raw: bytes, strict_joints: bool = False):
     m = body - first_body_of_frame[frame]
     first_joint_of_body = np.cumsum(joints_per_body) - joints_per_body
     j = np.arange(joint_lines.size) - first_joint_of_body[body]
-    keep = (m < MAX_BODIES_KINECT) & (j < NUM_JOINTS)
+    keep = (m < MAX_BODIES_KINECT) & (j < KINECT_JOINTS)
     # the x y z fields of the kept joint lines: from the line start to its third space
     kept_lines = joint_lines[keep]
     third_space = space_positions[spaces_before_start[kept_lines] + 2]
     numbers = _parse_floats(_gather_segments(buf, starts[kept_lines], third_space))
     if numbers is None or numbers.size != 3 * kept_lines.size:
         return None
-    xyz = np.zeros((MAX_BODIES_KINECT, num_frames, NUM_JOINTS, 3))
+    xyz = np.zeros((MAX_BODIES_KINECT, num_frames, KINECT_JOINTS, 3))
     xyz[m[keep], frame[keep], j[keep]] = numbers.reshape(-1, 3)
     return xyz, bodies_per_frame.astype(np.int64)
 
@@ -220,23 +224,23 @@ def _read_ntu_lines(path: str, text: str, strict_joints: bool = False) -> tuple[
                 raise SkeletonFileError(f"{path}:{i + 1}: expected a body info line of 10 fields, got "
                                         f"{len(lines[i].split())}")
             num_joints = _int_line(lines, i + 1, path, f"the joint count of body {m + 1} in frame {t + 1}")
-            if strict_joints and num_joints != NUM_JOINTS:
+            if strict_joints and num_joints != KINECT_JOINTS:
                 raise SkeletonFileError(f"{path}:{i + 2}: body {m + 1} of frame {t + 1} has {num_joints} "
-                                        f"joints, expected {NUM_JOINTS} (Kinect v2 skeletons)")
+                                        f"joints, expected {KINECT_JOINTS} (Kinect v2 skeletons)")
             i += 2
             if i + num_joints > len(lines):
                 raise SkeletonFileError(f"{path}:{len(lines)}: file ends early, expected {num_joints} joint "
                                         f"lines for body {m + 1} in frame {t + 1}")
             if m < MAX_BODIES_KINECT and num_joints:
                 starts.append(i)
-                counts.append(min(num_joints, NUM_JOINTS))
+                counts.append(min(num_joints, KINECT_JOINTS))
                 frame_of.append(t)
                 body_of.append(m)
             i += num_joints
     if any(line.strip() for line in lines[i:]):
         raise SkeletonFileError(f"{path}:{i + 1}: expected the end of the file after {num_frames} frames, "
                                 f"got {lines[i].strip()[:60]!r}")
-    xyz = np.zeros((MAX_BODIES_KINECT, num_frames, NUM_JOINTS, 3))
+    xyz = np.zeros((MAX_BODIES_KINECT, num_frames, KINECT_JOINTS, 3))
     if starts:
         text = "\n".join("\n".join(lines[s:s + c]) for s, c in zip(starts, counts))
         values = _parse_floats(text)
@@ -265,7 +269,7 @@ def select_bodies(xyz: np.ndarray) -> np.ndarray:
     return xyz[index].transpose(3, 1, 2, 0)
 
 
-def to_fixed_length(clip: np.ndarray, max_frames: int = MAX_FRAMES) -> np.ndarray:
+def to_fixed_length(clip: np.ndarray, max_frames: int = dataset.CLIP_FRAMES) -> np.ndarray:
     """(3, T, V, M) -> float32 (3, max_frames, V, M): truncated past max_frames, zero-padded after T."""
     out = np.zeros((clip.shape[0], max_frames) + clip.shape[2:], dtype=np.float32)
     length = min(clip.shape[1], max_frames)
@@ -403,7 +407,7 @@ def read_pku_skeleton(path: str) -> np.ndarray:
                     raise SkeletonFileError(f"{path}:{i + 1}: expected a number, got {field!r}") from None
     if not lines:
         raise SkeletonFileError(f"{path}: empty skeleton file, expected lines of 150 numbers")
-    return values.reshape(len(lines), MAX_BODIES, NUM_JOINTS, 3).transpose(3, 0, 2, 1)
+    return values.reshape(len(lines), MAX_BODIES, KINECT_JOINTS, 3).transpose(3, 0, 2, 1)
 
 
 def read_pku_labels(path: str) -> list[tuple[int, int, int]]:
@@ -481,7 +485,7 @@ class Sample:
 @dataclass
 class Job:
     """One input file producing one or more samples (PKU-MMD: one per label row)."""
-    kind: str            # 'ntu' | 'pku'
+    kind: str            # the RAW_FORMATS key whose `read` turns it into clips
     path: str
     samples: list        # list[Sample]
     rows: list | None = None
@@ -491,9 +495,7 @@ def _run_job(job: Job):
     """(clips, error, notes): the samples of one file, or the message of its first error."""
     notes = []
     try:
-        if job.kind == "ntu":
-            return [ntu_sample(job.path)], None, notes
-        return pku_video_samples(job.path, job.rows, notes), None, notes
+        return RAW_FORMATS[job.kind].read(job, notes), None, notes
     except SkeletonFileError as e:
         return None, str(e), notes
 
@@ -503,7 +505,8 @@ def remove_leftover_temporaries(folder: str) -> list[str]:
     removed = []
     if os.path.isdir(folder):
         for name in sorted(os.listdir(folder)):
-            is_ours = (name.startswith(".") and name.endswith(".npy.tmp")) or name.endswith("_label.pkl.tmp")
+            is_ours = ((name.startswith(".") and name.endswith(".npy.tmp"))
+                       or name.endswith(("_label.pkl.tmp", "_num_frame.npy.tmp")))
             if is_ours and os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
                 removed.append(os.path.join(folder, name))
@@ -513,12 +516,12 @@ def remove_leftover_temporaries(folder: str) -> list[str]:
 class _PartWriter:
     """Memory-mapped {part}_data_joint.npy plus labels and frame counts, under temporary names."""
 
-    def __init__(self, folder: str, part: str, capacity: int):
+    def __init__(self, folder: str, part: str, capacity: int, num_joints: int = KINECT_JOINTS):
         self.folder, self.part = folder, part
         os.makedirs(folder, exist_ok=True)
         self.tmp_data = os.path.join(folder, f".{part}_data_joint.npy.tmp")
-        self.data = np.lib.format.open_memmap(self.tmp_data, mode="w+", dtype=np.float32,
-                                              shape=(capacity, 3, MAX_FRAMES, NUM_JOINTS, MAX_BODIES))
+        shape = (capacity, 3, dataset.CLIP_FRAMES, num_joints, dataset.NUM_PERSONS)
+        self.data = np.lib.format.open_memmap(self.tmp_data, mode="w+", dtype=np.float32, shape=shape)
         self.names, self.labels, self.num_frame = [], [], []
 
     def add(self, clip: np.ndarray, sample: Sample, num_frame: int) -> None:
@@ -552,38 +555,34 @@ class _PartWriter:
             os.replace(short, self.tmp_data)
         self.data = None
         paths = dataset.split_paths(self.folder, self.part)
-        tmp_label = paths["label"] + ".tmp"
-        with open(tmp_label, "wb") as f:
+        with runtime.atomic_open(paths["label"], "wb") as f:
             pickle.dump((self.names, self.labels), f)
-        tmp_frames = os.path.join(self.folder, f".{self.part}_num_frame.npy.tmp")
-        with open(tmp_frames, "wb") as f:
+        with runtime.atomic_open(paths["num_frame"], "wb") as f:
             np.save(f, np.asarray(self.num_frame, dtype=np.int64))
-        os.replace(tmp_label, paths["label"])
-        os.replace(tmp_frames, paths["num_frame"])
         os.replace(self.tmp_data, paths["data"])
         return paths["data"]
 
 
-def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int = 1, skip_bad: bool = False,
-            desc: str = "preparing") -> dict:
+def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1, skip_bad: bool = False,
+            desc: str = "preparing", num_joints: int = KINECT_JOINTS) -> dict:
     """Process every job once and write each sample to the parts it belongs to in every benchmark."""
     if not jobs:
         raise ValueError("no input files to convert")
     capacity = {}
     for job in jobs:
         for sample in job.samples:
-            for bench in benchmarks:
+            for bench in folders:
                 key = (bench, sample.parts[bench])
                 capacity[key] = capacity.get(key, 0) + 1
-    for bench in benchmarks:
+    for bench in folders:
         for part in ("train", "val"):
             if capacity.get((bench, part), 0) == 0:
                 raise ValueError(f"benchmark {bench}: the {part} split would have no samples "
                                  f"({sum(len(j.samples) for j in jobs)} samples found in total)")
-    for bench in benchmarks:
+    for bench in folders:
         for path in remove_leftover_temporaries(os.path.join(out_dir, bench)):
             print(f"removed {path}, left by an interrupted conversion", file=sys.stderr)
-    writers = {key: _PartWriter(os.path.join(out_dir, key[0]), key[1], n)
+    writers = {key: _PartWriter(os.path.join(out_dir, key[0]), key[1], n, num_joints)
                for key, n in sorted(capacity.items())}
     bad, notes = [], []
     pool = mp.Pool(workers) if workers > 1 else None
@@ -599,7 +598,7 @@ def convert(jobs: list[Job], out_dir: str, benchmarks: list[str], workers: int =
                 bad.append(error)
                 continue
             for sample, (clip, num_frame) in zip(job.samples, clips):
-                for bench in benchmarks:
+                for bench in folders:
                     writers[(bench, sample.parts[bench])].add(clip, sample, num_frame)
         written = {f"{bench}/{part}": len(w.names) for (bench, part), w in writers.items()}
         empty = [key for key, count in written.items() if count == 0]
@@ -644,23 +643,25 @@ def read_missing_list(path: str) -> set[str]:
     return names
 
 
-def ntu_part(name: str, benchmark: str) -> str:
-    """train/val of an NTU-style name SsssCcccPpppRrrrAaaa under xsub / xview / xsetup."""
+def ntu_part(name: str, rule: str) -> str:
+    """train/val of an NTU-style name SsssCcccPpppRrrrAaaa by the split rule of a benchmarks.Protocol:
+    'subject' (training performers), 'camera' (cameras 2 and 3) or 'setup' (even setups)."""
     setup, camera, subject, _, _ = (int(g) for g in NTU_NAME.match(name).groups())
-    if benchmark == "xsub":
+    if rule == "subject":
         train = subject in TRAIN_SUBJECTS
-    elif benchmark == "xview":
+    elif rule == "camera":
         train = camera in TRAIN_CAMERAS
-    elif benchmark == "xsetup":
+    elif rule == "setup":
         train = setup % 2 == 0
     else:
-        raise ValueError(f"unknown NTU benchmark {benchmark!r}; expected xsub, xview or xsetup")
+        raise ValueError(f"unknown NTU split rule {rule!r}; expected subject, camera or setup")
     return "train" if train else "val"
 
 
-def ntu_jobs(raw_dirs: list[str], benchmarks: list[str], missing: set[str], max_setup: int | None = None,
+def ntu_jobs(raw_dirs: list[str], rules: dict[str, str], missing: set[str], max_setup: int | None = None,
              max_action: int | None = None, only: set[str] | None = None) -> list[Job]:
-    """One job per raw file SsssCcccPpppRrrrAaaa.skeleton; `only` restricts to these sample names."""
+    """One job per raw file SsssCcccPpppRrrrAaaa.skeleton; `rules` maps each benchmark folder to its
+    split rule (ntu_part); `only` restricts to these sample names."""
     jobs, seen = [], set()
     for raw_dir in raw_dirs:
         if not os.path.isdir(raw_dir):
@@ -675,7 +676,7 @@ def ntu_jobs(raw_dirs: list[str], benchmarks: list[str], missing: set[str], max_
             if (max_setup and setup > max_setup) or (max_action and action > max_action):
                 continue
             seen.add(stem)
-            parts = {bench: ntu_part(stem, bench) for bench in benchmarks}
+            parts = {bench: ntu_part(stem, rule) for bench, rule in rules.items()}
             jobs.append(Job("ntu", os.path.join(raw_dir, filename), [Sample(filename, action - 1, parts)]))
     if not jobs:
         raise ValueError(f"no NTU .skeleton files (named SsssCcccPpppRrrrAaaa.skeleton) found in "
@@ -712,82 +713,123 @@ def pku_jobs(skeleton_dir: str, label_dir: str, split_files: dict[str, str]) -> 
     return jobs
 
 
-PKU_SPLIT_FILES = {
-    "pku1": {"xsub": "cross-subject.txt", "xview": "cross-view.txt"},
-    "pku2": {"xsub": "cross_subject_v2.txt", "xview": "cross_view_v2.txt"},
-}
-DEFAULT_BENCHMARKS = {"ntu60": ["xsub", "xview"], "ntu120": ["xsub", "xsetup"], "pku1": ["xsub", "xview"],
-                      "pku2": ["xsub", "xview"], "synthetic": ["xsub", "xview"]}
-DATA_NAMES = {"ntu60": "ntu60", "ntu120": "ntu120", "pku1": "pku_v1", "pku2": "pku_v2",
-              "synthetic": "synthetic"}
+# ----------------------------------------------------------------------------------------------------
+# raw formats: each reads the datasets whose benchmarks.DatasetEntry.raw_format names it
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="dataset", required=True)
-    commands = {}
-    for name in ("ntu60", "ntu120", "pku1", "pku2", "synthetic"):
-        p = sub.add_parser(name)
-        commands[name] = p
-        p.add_argument("--out", default=None, help=f"output root (default ./data/{DATA_NAMES[name]}); "
-                                                   f"one sub-folder per benchmark")
-        p.add_argument("--benchmarks", nargs="+", default=DEFAULT_BENCHMARKS[name],
-                       choices=DEFAULT_BENCHMARKS[name])
-        p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                       help="processes parsing and normalising files (default: CPU count, at most 8)")
-        p.add_argument("--skip-bad", action="store_true",
-                       help="log and skip malformed files instead of failing")
-    for name in ("ntu60", "ntu120"):
-        commands[name].add_argument("--raw-dir", nargs="+", required=True,
-                                    help="folder(s) holding the raw SsssCcccPpppRrrrAaaa.skeleton files")
-        commands[name].add_argument("--missing-list", default=MISSING_LISTS[name],
-                                    help="samples to skip ('none' to keep all); default: the official list "
-                                         "shipped in missing_skeletons/")
-    for name in ("pku1", "pku2"):
-        p = commands[name]
-        p.add_argument("--root", default=".", help="folder holding skeleton/, label/ and the split files")
-        p.add_argument("--skeleton-dir", default=None, help="default <root>/skeleton")
-        p.add_argument("--label-dir", default=None, help="default <root>/label")
-        p.add_argument("--split-dir", default=None, help="folder of the split files, default <root>")
-    p = commands["synthetic"]
+@dataclass(frozen=True)
+class RawFormat:
+    """How one raw format is read: its flags `add_arguments(parser, entry)`; `jobs(args, entry, rules,
+    out)` -> the Jobs (files, their samples, each sample's part per benchmark folder of `rules`, a dict
+    folder -> benchmarks.Protocol.split); `read(job, notes)` -> [(clip float32 (3, CLIP_FRAMES, V,
+    NUM_PERSONS), original frame count)] for the job's samples (a module-level function: jobs run in
+    worker processes)."""
+    add_arguments: Callable
+    jobs: Callable
+    read: Callable
+
+
+def _ntu_arguments(p, entry) -> None:
+    p.add_argument("--raw-dir", nargs="+", required=True,
+                   help="folder(s) holding the raw SsssCcccPpppRrrrAaaa.skeleton files")
+    p.add_argument("--missing-list", default=MISSING_LISTS.get(entry.name, "none"),
+                   help="samples to skip ('none' to keep all); default: the official list shipped in "
+                        "missing_skeletons/")
+
+
+def _ntu_jobs(args, entry, rules: dict, out: str) -> list[Job]:
+    if args.missing_list not in (None, "none") and not os.path.isfile(args.missing_list):
+        raise FileNotFoundError(f"--missing-list {args.missing_list}: no such file (the official list of "
+                                f"samples with missing skeletons, or 'none' to keep every sample)")
+    missing = set() if args.missing_list in (None, "none") else read_missing_list(args.missing_list)
+    return ntu_jobs(args.raw_dir, rules, missing, **entry.raw_limits)
+
+
+def _read_ntu(job: Job, notes: list) -> list:
+    return [ntu_sample(job.path)]
+
+
+def _pku_arguments(p, entry) -> None:
+    p.add_argument("--root", default=".", help="folder holding skeleton/, label/ and the split files")
+    p.add_argument("--skeleton-dir", default=None, help="default <root>/skeleton")
+    p.add_argument("--label-dir", default=None, help="default <root>/label")
+    p.add_argument("--split-dir", default=None, help="folder of the split files, default <root>")
+
+
+def _pku_jobs(args, entry, rules: dict, out: str) -> list[Job]:
+    split_dir = args.split_dir or args.root
+    return pku_jobs(args.skeleton_dir or os.path.join(args.root, "skeleton"),
+                    args.label_dir or os.path.join(args.root, "label"),
+                    {folder: os.path.join(split_dir, split_file) for folder, split_file in rules.items()})
+
+
+def _read_pku(job: Job, notes: list) -> list:
+    return pku_video_samples(job.path, job.rows, notes)
+
+
+def _synthetic_arguments(p, entry) -> None:
     p.add_argument("--raw-dir", default=None, help="where the generated .skeleton files go "
                                                    "(default <out>/raw)")
     p.add_argument("--num-clips", type=int, default=None, help="default synthetic.DEFAULT_NUM_CLIPS")
     p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    out = args.out or os.path.join("data", DATA_NAMES[args.dataset])
+
+
+def _synthetic_jobs(args, entry, rules: dict, out: str) -> list[Job]:
+    """Generate the built-in dataset's .skeleton files, then read them as NTU files."""
+    import synthetic  # noqa: PLC0415
+    raw_dir = args.raw_dir or os.path.join(out, "raw")
+    num_clips = args.num_clips or synthetic.DEFAULT_NUM_CLIPS
+    names = synthetic.generate(raw_dir, num_clips=num_clips, seed=args.seed, workers=args.workers)
+    if not args.raw_dir:      # <out>/raw is ours: files of an earlier, larger generation go
+        fresh = {f"{name}.skeleton" for name in names}
+        stale = sorted(f for f in os.listdir(raw_dir) if f.endswith(".skeleton") and f not in fresh)
+        for name in stale:
+            os.remove(os.path.join(raw_dir, name))
+        if stale:
+            print(f"removed {len(stale)} raw file(s) of an earlier generation from {raw_dir}")
+    return ntu_jobs([raw_dir], rules, set(), only=set(names))   # not older files there
+
+
+RAW_FORMATS = {
+    "ntu": RawFormat(_ntu_arguments, _ntu_jobs, _read_ntu),
+    "pku": RawFormat(_pku_arguments, _pku_jobs, _read_pku),
+    "synthetic": RawFormat(_synthetic_arguments, _synthetic_jobs, _read_ntu),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per dataset of benchmarks.py that has a raw format (its aliases too)."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    for entry in benchmarks.ENTRIES.values():
+        if entry.raw_format is None:
+            continue
+        folders = [spec.folder for spec in entry.protocols.values()]
+        p = sub.add_parser(entry.name, aliases=list(entry.aliases))
+        p.add_argument("--out", default=None, help=f"output root (default ./data/{entry.name}); "
+                                                   f"one sub-folder per benchmark")
+        p.add_argument("--benchmarks", nargs="+", default=folders, choices=folders)
+        p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                       help="processes parsing and normalising files (default: CPU count, at most 8)")
+        p.add_argument("--skip-bad", action="store_true",
+                       help="log and skip malformed files instead of failing")
+        RAW_FORMATS[entry.raw_format].add_arguments(p, entry)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    entry = benchmarks.get(args.dataset)
+    out = args.out or os.path.join("data", entry.name)
     run_folder.check_writable_folder(out, "--out")
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: expected 1 or more")
-
-    if args.dataset in ("ntu60", "ntu120"):
-        if args.missing_list not in (None, "none") and not os.path.isfile(args.missing_list):
-            raise FileNotFoundError(f"--missing-list {args.missing_list}: no such file (the official list of "
-                                    f"samples with missing skeletons, or 'none' to keep every sample)")
-        missing = set() if args.missing_list in (None, "none") else read_missing_list(args.missing_list)
-        limits = {"max_setup": 17, "max_action": 60} if args.dataset == "ntu60" else {}
-        jobs = ntu_jobs(args.raw_dir, args.benchmarks, missing, **limits)
-    elif args.dataset in ("pku1", "pku2"):
-        split_dir = args.split_dir or args.root
-        split_files = {b: os.path.join(split_dir, PKU_SPLIT_FILES[args.dataset][b]) for b in args.benchmarks}
-        jobs = pku_jobs(args.skeleton_dir or os.path.join(args.root, "skeleton"),
-                        args.label_dir or os.path.join(args.root, "label"), split_files)
-    else:
-        import synthetic  # noqa: PLC0415
-        raw_dir = args.raw_dir or os.path.join(out, "raw")
-        num_clips = args.num_clips or synthetic.DEFAULT_NUM_CLIPS
-        names = synthetic.generate(raw_dir, num_clips=num_clips, seed=args.seed, workers=args.workers)
-        if not args.raw_dir:      # <out>/raw is ours: files of an earlier, larger generation go
-            fresh = {f"{name}.skeleton" for name in names}
-            stale = sorted(f for f in os.listdir(raw_dir) if f.endswith(".skeleton") and f not in fresh)
-            for name in stale:
-                os.remove(os.path.join(raw_dir, name))
-            if stale:
-                print(f"removed {len(stale)} raw file(s) of an earlier generation from {raw_dir}")
-        jobs = ntu_jobs([raw_dir], args.benchmarks, set(), only=set(names))   # not older files there
-    report = convert(jobs, out, args.benchmarks, workers=args.workers, skip_bad=args.skip_bad,
-                     desc=args.dataset)
+    split_of = {spec.folder: spec.split for spec in entry.protocols.values()}
+    rules = {folder: split_of[folder] for folder in args.benchmarks}
+    jobs = RAW_FORMATS[entry.raw_format].jobs(args, entry, rules, out)
+    report = convert(jobs, out, list(rules), workers=args.workers, skip_bad=args.skip_bad,
+                     desc=entry.name, num_joints=graph.get_layout(entry.layout).num_joints)
     for key, count in sorted(report["written"].items()):
         print(f"{os.path.join(out, key)}: {count} samples")
     return report

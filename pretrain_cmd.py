@@ -33,6 +33,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+import augment
+import benchmarks
 import checkpoints
 import cli_errors
 import cmd_model
@@ -90,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every encoder takes; seq-based is refused (SPEC section 7); --encoder picks the "
                         "encoder")
     p.add_argument("--pre-dataset", default="ntu60", type=str,
-                   help=f"pretraining dataset: one of {', '.join(dataset.DATASETS)}")
+                   help=f"pretraining dataset: one of {', '.join(benchmarks.dataset_names())}")
     p.add_argument("--protocol", default="cross_subject", type=str,
-                   help=f"split: one of {', '.join(dataset.PROTOCOLS)}")
+                   help=f"split: one of {', '.join(benchmarks.protocol_names())}")
     p.add_argument("--contrast-dim", default=128, type=int, help="feature dimension of the contrastive head")
     p.add_argument("--contrast-k", default=16384, type=int, help="queue size (number of negative keys)")
     p.add_argument("--contrast-m", default=0.999, type=float, help="momentum of the key encoders")
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", default=None, type=str,
                    help="tensorboard folder (default: --checkpoint-path)")
     p.add_argument("--batch-augment", action="store_true",
-                   help="augment whole batches on the model's device (dataset.augment_pretrain_batch) "
+                   help="augment whole batches on the model's device (augment.augment_pretrain_batch) "
                         "instead of "
                         "per clip with numpy in the loader workers (the released way); same distributions")
     p.add_argument("--overwrite", action="store_true",
@@ -143,7 +145,8 @@ def encoder_from_args(args):
     --skeleton-representation graph-based says) and that encoder's flags over its config defaults."""
     cmd_model.check_skeleton_representation(args.skeleton_representation, "--skeleton-representation")
     name = args.encoder or cmd_model.DEFAULT_ENCODER
-    return name, cmd_model.make_encoder_config(name, **cmd_model.encoder_overrides(name, args))
+    layout = cmd_model.layout_overrides(name, benchmarks.layout_of(args.pre_dataset))
+    return name, cmd_model.make_encoder_config(name, **layout, **cmd_model.encoder_overrides(name, args))
 
 
 def learning_rate(epoch: int, args) -> float:
@@ -246,8 +249,8 @@ class Run:
     def _build_data(self) -> None:
         a = self.args
         try:
-            benchmark = dataset.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
-            split = dataset.load_split(benchmark.folder, "train")
+            benchmark = benchmarks.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
+            split = dataset.load_split(benchmark.folder, "train", benchmark.num_class, benchmark.layout)
             dataset.require_finite(split, allow=a.allow_nonfinite)
         except (ValueError, OSError) as exc:
             raise UsageError(f"cannot load the pretraining data: {exc}") from exc
@@ -274,7 +277,8 @@ class Run:
             model = cmd_model.CMD(encoder=a.encoder, encoder_config=self.encoder_config, dim=a.contrast_dim,
                                   K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
                                   student_T=a.student_t,
-                                  cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp)
+                                  cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp,
+                                  layout=benchmarks.layout_of(a.pre_dataset))
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         model = model.to(self.device)
@@ -417,8 +421,8 @@ class Run:
     def _batch_views(self, batch, generator):
         if self.args.batch_augment:
             clips, num_frame = (t.to(self.device, non_blocking=True) for t in batch)
-            return (dataset.augment_pretrain_batch(clips, num_frame, generator=generator),
-                    dataset.augment_pretrain_batch(clips, num_frame, generator=generator))
+            return (augment.augment_pretrain_batch(clips, num_frame, generator=generator),
+                    augment.augment_pretrain_batch(clips, num_frame, generator=generator))
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
     def train_one_epoch(self, epoch: int, steps_left: int | None) -> tuple[dict, int]:

@@ -53,6 +53,10 @@ class STGCNConfig:
             raise ValueError(f"STGCNConfig.strategy {self.strategy!r}: expected one of "
                              f"{graph.Graph.STRATEGIES}")
 
+    @staticmethod
+    def layout_fields(layout: graph.Layout) -> dict:
+        return {"layout": layout.name}
+
     def block_channels(self) -> list[tuple[int, int, int]]:
         """(in, out, stride) of the ten blocks."""
         b = self.base_channels
@@ -152,10 +156,7 @@ class STGCNEncoder(encoders.Encoder):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, V, M) -> (N, hidden_size): pooled over time and joints, then averaged over persons."""
-        if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != (self.in_channels, self.num_joints,
-                                                                      self.num_person):
-            raise ValueError(f"expected a clip batch (N, {self.in_channels}, T, {self.num_joints}, "
-                             f"{self.num_person}), got shape {tuple(x.shape)}")
+        encoders.check_clip(x, self.in_channels, self.num_joints, self.num_person)
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t)        # per person: (V*C, T)
         x = self.data_bn(x)

@@ -20,6 +20,8 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+import runtime
+
 CLASS_NAMES = (
     "wave right hand", "raise both hands", "reach forward (left hand)", "punch",
     "kick (right leg)", "squat", "bow", "turn around", "clap", "jump", "march in place",
@@ -32,7 +34,7 @@ CAMERA_AZIMUTH_DEG = (0.0, 45.0, -45.0)
 REPLICATIONS = 2
 MIN_PERFORMERS = 10
 DEFAULT_NUM_CLIPS = 1500
-MIN_FRAMES, MAX_FRAMES = 40, 150
+MIN_ACTION_FRAMES, MAX_ACTION_FRAMES = 40, 150   # length of one generated action (frames)
 # base duration in frames at 30 fps, before the performer's and the replication's speed factors
 _BASE_FRAMES = (80, 75, 70, 75, 70, 90, 80, 100, 70, 80, 95, 90, 85, 75, 100)
 
@@ -373,7 +375,8 @@ def _record_event(args) -> list[str]:
     rng = np.random.default_rng([seed, 17, setup, perf, rep, action])
     body = performer(seed, perf)
     speed = body["speed"] * rng.uniform(0.8, 1.25)
-    num_t = int(np.clip(round(_BASE_FRAMES[label] / speed * rng.uniform(0.85, 1.15)), MIN_FRAMES, MAX_FRAMES))
+    num_t = int(np.clip(round(_BASE_FRAMES[label] / speed * rng.uniform(0.85, 1.15)),
+                        MIN_ACTION_FRAMES, MAX_ACTION_FRAMES))
     warp = rng.uniform(0.75, 1.33)                       # uneven timing within the clip
     onset, end = rng.uniform(0, 0.2), rng.uniform(0.8, 1.0)   # idle before and after the action
     p = np.clip((np.linspace(0, 1, num_t) - onset) / (end - onset), 0, 1) ** warp
@@ -403,7 +406,7 @@ def _record_event(args) -> list[str]:
         # each camera starts and stops recording at slightly different moments
         first = int(cam_rng.integers(0, 13))
         last = num_t - int(cam_rng.integers(0, 13))
-        if last - first < MIN_FRAMES:
+        if last - first < MIN_ACTION_FRAMES:
             first, last = 0, num_t
         views = [_camera_view(joints[first:last], setup, camera, seed) for joints in people]
         names.append(_write_skeleton(out_dir, sample_name(setup, camera, perf, rep, action), views, cam_rng))
@@ -471,11 +474,8 @@ def _write_skeleton(out_dir: str, name: str, views: list[np.ndarray], rng: np.ra
             chunks.append(info.format(body_id, rng.normal(0, 0.05), rng.normal(0, 0.05)))
             chunks.append("25\n")
             chunks.append(joints)
-    path = os.path.join(out_dir, name + ".skeleton")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with runtime.atomic_open(os.path.join(out_dir, name + ".skeleton")) as f:
         f.write("".join(chunks))
-    os.replace(tmp, path)
     return name
 
 

@@ -1,4 +1,5 @@
-"""dataset.py: benchmark registry, loading and validating the on-disk format, feeders, labelled subsets."""
+"""benchmarks.py's table; dataset.py: loading and validating the on-disk format, feeders, labelled
+subsets."""
 import os
 import pickle
 
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import augment
+import benchmarks as B
 import dataset as D
 
 
@@ -25,21 +28,25 @@ def test_registry_maps_every_pair_to_its_folder():
     expected = {("ntu60", "cross_subject"): ("ntu60/xsub", 60), ("ntu60", "cross_view"): ("ntu60/xview", 60),
                 ("ntu120", "cross_subject"): ("ntu120/xsub", 120),
                 ("ntu120", "cross_setup"): ("ntu120/xsetup", 120),
+                ("pku_v1", "cross_subject"): ("pku_v1/xsub", 51),
+                ("pku_v1", "cross_view"): ("pku_v1/xview", 51),
                 ("pku_v2", "cross_subject"): ("pku_v2/xsub", 41),
                 ("pku_v2", "cross_view"): ("pku_v2/xview", 41),
                 ("synthetic", "cross_subject"): ("synthetic/xsub", None),
                 ("synthetic", "cross_view"): ("synthetic/xview", None)}
     import synthetic
     for (dataset, protocol), (folder, num_class) in expected.items():
-        bench = D.resolve_benchmark(dataset, protocol, "/data")
+        bench = B.resolve_benchmark(dataset, protocol, "/data")
         assert bench.folder == os.path.join("/data", folder)
         assert bench.num_class == (num_class or synthetic.NUM_CLASSES)
-        assert dataset in D.DATASETS and protocol in D.PROTOCOLS
-    custom = D.resolve_benchmark("custom", "cross_subject", "/somewhere/else")
+        assert bench.layout == "ntu"
+        assert dataset in B.dataset_names() and protocol in B.protocol_names()
+    assert B.get("pku1") is B.get("pku_v1") and B.get("pku2").name == "pku_v2"
+    custom = B.resolve_benchmark("custom", "cross_subject", "/somewhere/else")
     assert custom.folder == "/somewhere/else" and custom.num_class is None
     with pytest.raises(ValueError,
                        match="unknown benchmark 'ntu60' 'cross_setup'; valid pairs: ntu60 cross_subject"):
-        D.resolve_benchmark("ntu60", "cross_setup")
+        B.resolve_benchmark("ntu60", "cross_setup")
 
 
 def test_load_split_memory_maps_and_reads_everything(tmp_path):
@@ -51,7 +58,10 @@ def test_load_split_memory_maps_and_reads_everything(tmp_path):
     assert split.labels.dtype == np.int64 and split.labels.tolist() == [0, 1, 2, 0, 1, 2]
     assert split.num_frame.dtype == np.int64 and len(split) == 6
     assert split.names[0] == "S001C001P001R001A001.skeleton"
-    assert split.num_class == 5          # from both parts' labels
+    assert split.num_class == 3          # a custom folder: from its own labels, the other part unread
+    assert D.load_split(str(tmp_path), "train", num_class=60).num_class == 60    # the table's count
+    with pytest.raises(ValueError, match="label 4 found, but the dataset has 4 classes"):
+        D.load_split(str(tmp_path), "val", num_class=4)
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -108,7 +118,7 @@ def test_pretrain_feeder_views(tmp_path):
     assert num_frame == split.num_frame[2]
     loader = torch.utils.data.DataLoader(raw, batch_size=3)
     clips, frames = next(iter(loader))
-    views = D.augment_pretrain_batch(clips, frames)
+    views = augment.augment_pretrain_batch(clips, frames)
     assert views.shape == (3, 3, 64, 25, 2)
     with pytest.raises(ValueError, match="augment must be"):
         D.PretrainFeeder(split, augment="torch")

@@ -10,6 +10,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 import cmd_model
+import augment
 import dataset
 import evaluation
 import knn_eval
@@ -33,7 +34,7 @@ def _reference_features(data_dir, part, view_encoder="encoder_q"):
     encoder.load_state_dict(own, strict=False)
     encoder.eval()
     split = dataset.load_split(data_dir, part)
-    clips = np.stack([dataset.center_crop_resize(np.asarray(split.data[i]), int(split.num_frame[i]))
+    clips = np.stack([augment.center_crop_resize(np.asarray(split.data[i]), int(split.num_frame[i]))
                       for i in range(len(split))])
     with torch.no_grad():
         return encoder.features(torch.from_numpy(clips)).numpy(), split.labels

@@ -420,8 +420,8 @@ def test_benchmark_scripts_pass_the_released_recipe(tmp_path):
 
 
 def dataset_folder(args):
-    import dataset
-    return dataset.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
+    import benchmarks
+    return benchmarks.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
 
 
 def test_benchmark_script_runs_on_a_tiny_prepared_dataset(tmp_path):

@@ -1,0 +1,119 @@
+"""The benchmark table: every dataset the scripts know, one `DatasetEntry` each.
+
+An entry names the dataset (the `--pre-dataset` / `--finetune-dataset` value and its folder under
+`--data-dir`), its skeleton layout (`graph.LAYOUTS`), its class count, its protocols with their folder
+names and split rules, and the raw reader `prepare_data.py` converts it with. `prepare_data.py`'s
+subcommands, the prepared folders, the class counts and the scripts' `--*-dataset` / `--protocol`
+values all come from here. A new dataset is one `register(DatasetEntry(...))` (plus its layout in
+graph.py and its reader in prepare_data.py when they are new); docs/data.md shows one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import graph
+import synthetic
+
+CUSTOM = "custom"     # not an entry: any prepared folder (--data-dir), NTU layout, classes from the labels
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol of a dataset: its prepared sub-folder and how clips split into train/val.
+
+    `split` is read by the dataset's raw reader: for 'ntu' one of 'subject' (training performers),
+    'camera' (cameras 2, 3 train) or 'setup' (even setups train); for 'pku' the split file's name."""
+    folder: str
+    split: str
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    layout: str                          # key of graph.LAYOUTS
+    num_class: int
+    protocols: dict                      # protocol name -> Protocol
+    raw_format: str | None = None        # prepare_data.RAW_READERS key; None: prepared elsewhere
+    aliases: tuple[str, ...] = ()        # other names prepare_data.py accepts (released: pku1, pku2)
+    raw_limits: dict = field(default_factory=dict)   # keyword arguments of the reader (e.g. max_action)
+
+    def __post_init__(self):
+        graph.get_layout(self.layout)
+        if self.num_class < 1 or not self.protocols:
+            raise ValueError(f"dataset {self.name!r}: expected num_class >= 1 and at least one protocol")
+
+    def folder(self, protocol: str, data_dir: str = ".") -> str:
+        return os.path.join(data_dir, self.name, self.protocols[protocol].folder)
+
+    def protocol_of_folder(self, folder: str) -> str:
+        return next(p for p, spec in self.protocols.items() if spec.folder == folder)
+
+
+XSUB, XVIEW = Protocol("xsub", "subject"), Protocol("xview", "camera")
+ENTRIES: dict[str, DatasetEntry] = {}
+
+
+def register(entry: DatasetEntry) -> DatasetEntry:
+    """Add `entry` to the table (a name already there is replaced)."""
+    ENTRIES[entry.name] = entry
+    return entry
+
+
+register(DatasetEntry("ntu60", "ntu", 60, {"cross_subject": XSUB, "cross_view": XVIEW}, "ntu",
+                      raw_limits={"max_setup": 17, "max_action": 60}))
+register(DatasetEntry("ntu120", "ntu", 120,
+                      {"cross_subject": XSUB, "cross_setup": Protocol("xsetup", "setup")}, "ntu"))
+register(DatasetEntry("pku_v1", "ntu", 51, {"cross_subject": Protocol("xsub", "cross-subject.txt"),
+                                            "cross_view": Protocol("xview", "cross-view.txt")},
+                      "pku", aliases=("pku1",)))
+register(DatasetEntry("pku_v2", "ntu", 41, {"cross_subject": Protocol("xsub", "cross_subject_v2.txt"),
+                                            "cross_view": Protocol("xview", "cross_view_v2.txt")},
+                      "pku", aliases=("pku2",)))
+register(DatasetEntry("synthetic", "ntu", synthetic.NUM_CLASSES, {"cross_subject": XSUB, "cross_view": XVIEW},
+                      "synthetic"))
+
+
+def dataset_names(custom: bool = True) -> tuple[str, ...]:
+    """The values of --pre-dataset / --finetune-dataset."""
+    return tuple(ENTRIES) + ((CUSTOM,) if custom else ())
+
+
+def protocol_names() -> tuple[str, ...]:
+    """Every protocol some dataset defines, in table order."""
+    return tuple(dict.fromkeys(p for entry in ENTRIES.values() for p in entry.protocols))
+
+
+def get(name: str) -> DatasetEntry:
+    """The entry called `name` or one of its aliases."""
+    for entry in ENTRIES.values():
+        if name == entry.name or name in entry.aliases:
+            return entry
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+
+
+def layout_of(dataset: str) -> str:
+    """The skeleton layout of `dataset` ('ntu' for 'custom'; an unknown name is refused elsewhere)."""
+    entry = ENTRIES.get(dataset)
+    return entry.layout if entry else "ntu"
+
+
+@dataclass
+class Benchmark:
+    dataset: str
+    protocol: str
+    folder: str
+    num_class: int | None                # None for 'custom': the labels say
+    layout: str = "ntu"
+
+
+def resolve_benchmark(dataset: str, protocol: str, data_dir: str = "./data") -> Benchmark:
+    """Map a (dataset, protocol) pair to its prepared folder; 'custom' means `data_dir` itself."""
+    if dataset == CUSTOM:
+        return Benchmark(dataset, protocol, data_dir, None)
+    entry = ENTRIES.get(dataset)
+    if entry is None or protocol not in entry.protocols:
+        valid = ", ".join(f"{e.name} {p}" for e in ENTRIES.values() for p in e.protocols)
+        raise ValueError(f"unknown benchmark {dataset!r} {protocol!r}; valid pairs: {valid}, "
+                         f"{CUSTOM} <any protocol> (with --data-dir)")
+    return Benchmark(dataset, protocol, entry.folder(protocol, data_dir), entry.num_class, entry.layout)
