@@ -214,7 +214,7 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
         run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
     amp_dtype = runtime.amp_dtype(device) if args.amp else None
     if args.amp and amp_dtype is None:
-        log(f"warning: --amp: {device} supports neither bfloat16 autocast nor float16 with a GradScaler; "
+        log(f"warning: --amp: {device} has no native bfloat16 (and float16 with a GradScaler needs CUDA); "
             f"training in float32")
     try:
         data_folder = dataset.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder

@@ -321,14 +321,20 @@ def default_threads(workers: int = 0) -> int:
 
 
 def set_threads(threads: int | None, workers: int = 0, log=None) -> int:
-    """Apply `--threads` (None or 0: `default_threads(workers)`); returns the count set."""
+    """Apply `--threads` (None or 0: OMP_NUM_THREADS when set, else `default_threads(workers)`); returns
+    the count set."""
     if threads is not None and threads < 0:
         raise ValueError(f"--threads must be 0 (automatic) or positive, got {threads}")
-    n = threads or default_threads(workers)
-    torch.set_num_threads(n)
+    source = "--threads"
+    if not threads:
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        threads, source = (int(omp), "OMP_NUM_THREADS") if omp.isdigit() and int(omp) > 0 else \
+            (default_threads(workers), "automatic")
+    torch.set_num_threads(threads)
     if log is not None:
-        log(f"=> {n} intra-op thread{'s' if n > 1 else ''} ({'--threads' if threads else 'automatic'}; "
-            f"{usable_cores()} usable cores, {workers} loader workers)")
+        log(f"=> {threads} intra-op thread{'s' if threads > 1 else ''} ({source}; {usable_cores()} usable "
+            f"cores, {workers} loader workers)")
+    n = threads
     return n
 
 
@@ -339,5 +345,6 @@ def worker_init(worker_id: int) -> None:
 
 def add_threads_argument(parser) -> None:
     parser.add_argument("--threads", default=0, type=int, metavar="N",
-                        help="intra-op CPU threads of the main process; 0 = automatic (usable cores minus "
-                             "loader workers and minus cores busy with other processes, at least 1)")
+                        help="intra-op CPU threads of the main process; 0 = OMP_NUM_THREADS when set, else "
+                             "automatic (usable cores minus loader workers and minus cores busy with other "
+                             "processes, at least 1)")
