@@ -10,7 +10,7 @@ subcommand's arguments, run it)).
 else on synthetic .skeleton files generated into a temporary folder, and reports files per second and
 seconds per 1,000 samples for each stage, vectorised against a straightforward loop version (the
 transcription of the released ntu_gendata.py / preprocess.py that the tests check against,
-tests/released_reference.py).
+released_reference.py).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 import prepare_data
-from tests.released_reference import loop_pre_normalization, loop_read_xyz
+from released_reference import loop_pre_normalization, loop_read_xyz
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SAMPLES = os.path.join(REPO_ROOT, "..", "shared", "data", "ntu_samples")
