@@ -13,8 +13,8 @@ import cmd_model
 import dataset
 import evaluation
 import training
-from eval_tiny_data import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
-                            released_state_dict, write_benchmark, write_released_checkpoint)
+from helpers import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
+                     released_state_dict, write_benchmark, write_released_checkpoint)
 
 
 @pytest.fixture(scope="module")

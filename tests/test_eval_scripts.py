@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reports
-from eval_tiny_data import write_benchmark
+from helpers import write_benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

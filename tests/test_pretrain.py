@@ -4,10 +4,8 @@ Acceptance points of the pretraining issue: outputs, kill-and-resume equality, a
 non-finite loss, torchrun with two processes (gloo), and the five benchmark scripts.
 """
 import glob
-import hashlib
 import json
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -21,11 +19,9 @@ import checkpoints
 import cmd_model
 import pretrain_cmd
 import training
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import N_CLIPS, TINY, cli, load, read_jsonl, sha256, write_split
 
-N_CLIPS = 8
-TINY = ["--hidden-size", "16", "--contrast-k", "24", "--topk", "8", "--batch-size", "4", "-j", "0",
-        "--mlp", "--seed", "3", "--device", "cpu"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -37,47 +33,9 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def write_split(folder, n=N_CLIPS, seed=0, part="train", nan=False):
-    """Smooth random skeleton motion in the prepared format (SPEC s.6): data, labels, frame counts."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    data = np.zeros((n, 3, 300, 25, 2), np.float32)
-    num_frame = rng.integers(40, 300, n)
-    for i in range(n):
-        t = np.arange(num_frame[i])[None, :, None]
-        pose = rng.normal(size=(3, 1, 25))
-        phase = rng.normal(size=(3, 1, 25))
-        data[i, :, :num_frame[i], :, 0] = pose + 0.3 * np.sin(0.05 * (i % 4 + 1) * t + phase)
-    if nan:
-        data[:] = np.nan
-    np.save(os.path.join(folder, f"{part}_data_joint.npy"), data)
-    with open(os.path.join(folder, f"{part}_label.pkl"), "wb") as f:
-        pickle.dump(([f"clip{i:03d}" for i in range(n)], [int(v) for v in rng.integers(0, 4, n)]), f)
-    np.save(os.path.join(folder, f"{part}_num_frame.npy"), num_frame.astype(np.int64))
-    return folder
-
-
 @pytest.fixture
 def data_dir(tmp_path):
     return write_split(str(tmp_path / "data"))
-
-
-def cli(data, ckpt, *extra):
-    return ["--pre-dataset", "custom", "--data-dir", data, "--checkpoint-path", ckpt, *TINY, *extra]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class SimulatedKill(Exception):
