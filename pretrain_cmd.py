@@ -58,7 +58,13 @@ class NonFiniteLossError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # --- released flags (names and meaning as in the released pretrain_cmd.py) ---
+    _add_released_flags(p)
+    _add_our_flags(p)
+    return p
+
+
+def _add_released_flags(p) -> None:
+    """The released pretrain_cmd.py's flags: names, defaults and meaning as released."""
     p.add_argument("-j", "--workers", default=8, type=int, metavar="N",
                    help="data loading workers per process")
     p.add_argument("--epochs", default=451, type=int, metavar="N", help="number of total epochs to run")
@@ -101,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the cross-modal distillation loss")
     p.add_argument("--topk", default=8192, type=int, help="nearest neighbours in the teacher's distribution")
     p.add_argument("--mlp", action="store_true", help="two-layer MLP projection head")
-    # --- additions ---
+
+
+def _add_our_flags(p) -> None:
+    """Additions to the released flags (docs/differences.md)."""
     p.add_argument("--data-dir", default="./data", type=str,
                    help="root of the prepared data (<data-dir>/<dataset>/<xsub|xview|xsetup>/); with "
                         "--pre-dataset custom, the folder holding train_data_joint.npy itself")
@@ -133,7 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                         "refusing the data")
     runtime.add_threads_argument(p)
-    return p
 
 
 def encoder_from_args(args):
