@@ -14,6 +14,11 @@ epoch, `config.json` and `log.jsonl`; tensorboard events in --log-dir (default: 
 Reproducibility: the shuffle order and every augmentation are functions of (--seed, epoch, sample index)
 (or of (--seed, epoch, rank) with --batch-augment), so an interrupted run resumed with `--resume auto`
 ends with the same weights and queues as an uninterrupted one.
+
+Layout (as DINO's train_dino): `prepare` = `make_config` (flags checked once and frozen) + `build_data`,
+`build_model`, `build_optimizer`, `wrap_for_training` (+ `restore` on --resume); `train` runs the epochs
+and `train_one_epoch` the steps. Shared with action_classification.py: training.py (schedule,
+checkpoints); the distributed details: runtime.py.
 """
 from __future__ import annotations
 
@@ -188,10 +193,10 @@ class Resume:
     changes: list                   # the differences --resume-allow-changes allowed (resume_check)
 
 
-def check_flags(args, world: int):
+def check_flags(args, world: int) -> tuple[str, object]:
     """(encoder name, encoder config) of valid flags; UsageError naming the first bad one otherwise."""
     try:
-        encoder = encoder_from_args(args)
+        name, config = encoder_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if args.batch_size < 1 or args.batch_size % world:
@@ -209,7 +214,7 @@ def check_flags(args, world: int):
         raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
     if args.workers < 0:
         raise UsageError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
-    return encoder
+    return name, config
 
 
 def make_config(args, dist_info, device, store: training.RunCheckpoints, log) -> tuple[Config, Resume | None]:
