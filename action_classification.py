@@ -21,6 +21,7 @@ import hashlib
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,13 +29,15 @@ import torch.nn as nn
 from tqdm import tqdm
 
 import benchmarks
-import checkpoints
 import cli_errors
 import dataset
 import evaluation
+import reports
 import resume_check
 import run_folder
 import runtime
+import training
+import visualise
 
 # resuming a run with one of these changed would silently mix two experiments
 _RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
@@ -131,9 +134,12 @@ def sanity_check(model, snapshot: dict) -> None:
     print(f"=> sanity check passed: {len(snapshot)} frozen encoder tensors unchanged")
 
 
-def learning_rate(base_lr: float, epoch: int, schedule) -> float:
-    """Step schedule: x0.1 at every milestone reached (epoch counted from 0)."""
-    return base_lr * 0.1 ** sum(epoch >= m for m in schedule)
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> dict:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at the class count)."""
+    kmax = min(max(ks), logits.shape[1])
+    pred = logits.topk(kmax, dim=1).indices
+    hit = pred == target[:, None]
+    return {k: int(hit[:, :min(k, kmax)].any(dim=1).sum()) for k in ks}
 
 
 def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int) -> dict:
@@ -151,7 +157,7 @@ def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int) 
         optimizer.step()
         fused = model.fuse_logits(streams)
         loss_meter.update(loss.item(), len(y))
-        top1_meter.update(100.0 * evaluation.topk_correct(fused.detach(), y, (1,))[1] / len(y), len(y))
+        top1_meter.update(100.0 * topk_correct(fused.detach(), y, (1,))[1] / len(y), len(y))
         bar.set_postfix(loss=f"{loss_meter.avg:.4f}", top1=f"{top1_meter.avg:.1f}")
     return {"loss": loss_meter.avg, "train_top1": top1_meter.avg}
 
@@ -165,11 +171,11 @@ def evaluate(model, loader, device) -> dict:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         streams = model.stream_logits(x)
         fused = model.fuse_logits(streams)
-        for k, v in evaluation.topk_correct(fused, y, (1, 5)).items():
+        for k, v in topk_correct(fused, y, (1, 5)).items():
             correct[k] += v
         if len(streams) > 1:
             for mod, logits in streams.items():
-                stream_correct[mod] = stream_correct.get(mod, 0) + evaluation.topk_correct(logits, y, (1,))[1]
+                stream_correct[mod] = stream_correct.get(mod, 0) + topk_correct(logits, y, (1,))[1]
         total += len(y)
     result = {"top1": 100.0 * correct[1] / total, "top5": 100.0 * correct[5] / total}
     if stream_correct:
@@ -177,150 +183,190 @@ def evaluate(model, loader, device) -> dict:
     return result
 
 
-def _resume_path(path: str) -> str:
-    """A file, or the newest checkpoint of a folder that verifies (saying which newer ones it skipped)."""
-    if os.path.isdir(path):
-        found, _, skipped = checkpoints.newest_verified_checkpoint(path)
-        for reason in skipped:
-            print(f"=> --resume {path}: skipping {reason}")
-        if found is None:
-            raise FileNotFoundError(f"--resume {path!r}: no usable checkpoint_*.pth.tar in that directory")
-        return found
-    return path
-
-
 # ----------------------------------------------------------------------------------------------------
+# the run
 
 
-def main(argv=None) -> dict:
+@dataclass
+class Progress:
+    """Where a run stands: what checkpoint_last.pth.tar holds besides the weights, restored by --resume."""
+    start_epoch: int = 0
+    best: dict | None = None
+    history: list = field(default_factory=list)
+    train_indices: np.ndarray | None = None       # the labelled subset (None: the whole training set)
+    subset_seed: int | None = None
+    resume_changes: list = field(default_factory=list)
+
+
+def make_config(argv) -> runtime.FrozenArgs:
+    """The checked flags, with the released semi-supervised protocols and the default --lr resolved."""
     args = build_parser().parse_args(argv)
+    resolved = {}
     if args.protocol.endswith(SEMI_SUFFIX):  # the released semi-supervised script: fine-tune that split
-        args.released_protocol, args.finetune = args.protocol, True
-        args.protocol = args.protocol[:-len(SEMI_SUFFIX)]
-    evaluation.check_visualisation_dependencies(args)
-    if args.lr is None:
-        args.lr = 0.01 if args.finetune else 0.1
-    if getattr(args, "released_protocol", None):
-        print(f"=> --protocol {args.released_protocol}: fine-tuning on {args.protocol} (all parameters "
-              f"trained, model in train mode, lr {args.lr}, --data-ratio {args.data_ratio})")
-    if args.epochs < 1 or args.eval_freq < 1:
-        raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {args.epochs} and {args.eval_freq}")
-    evaluation.check_common_arguments(args)
-    if args.checkpoint_path:
-        resumes_here = run_folder.resumes_into(args.checkpoint_path, args.resume)
-        run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
-    linear = not args.finetune
-    started = time.time()
-    evaluation.seed_from_args(args)
-    device = evaluation.device_from_args(args)
-    benchmark, train_split, test_split = evaluation.load_benchmark(args)
-    source = evaluation.load_pretrained_source(args.pretrained)
-    model, model_config = evaluation.build_classifier(args, benchmark.num_class, source, device)
-    params = prepare_heads(model, linear)
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        resolved = {"released_protocol": args.protocol, "finetune": True,
+                    "protocol": args.protocol[:-len(SEMI_SUFFIX)]}
+    visualise.check_dependencies(args)
+    default_lr = 0.01 if resolved.get("finetune", args.finetune) else 0.1
+    cfg = runtime.FrozenArgs(args, lr=default_lr if args.lr is None else args.lr, **resolved)
+    if resolved:
+        print(f"=> --protocol {cfg.released_protocol}: fine-tuning on {cfg.protocol} (all parameters "
+              f"trained, model in train mode, lr {cfg.lr}, --data-ratio {cfg.data_ratio})")
+    if cfg.epochs < 1 or cfg.eval_freq < 1:
+        raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {cfg.epochs} and {cfg.eval_freq}")
+    evaluation.check_common_arguments(cfg)
+    if cfg.checkpoint_path:
+        resumes_here = run_folder.resumes_into(cfg.checkpoint_path, cfg.resume)
+        run_folder.check_folder(cfg.checkpoint_path, resumes_here, cfg.overwrite)
+    return cfg
 
-    train_indices, subset_seed = select_training_subset(train_split.labels, args.data_ratio, args.subset_seed,
-                                                        args.class_balanced)
-    start_epoch, best, history, resume_changes = 0, None, [], []
-    if args.resume:
-        path = _resume_path(args.resume)
-        state = checkpoints.load_checkpoint(path)
-        saved = state.get("run") or state.get("args", {})
-        resume_changes = resume_check.check_resume(saved, _run_identity(args, source),
-                                                   args.resume_allow_changes, f"--resume {path}")
-        record = checkpoints.encoder_record(state, path)
-        if record is not None and record != model.encoder_record():
-            raise ValueError(f"--resume {path!r} was written with another encoder: {record} there, "
-                             f"{model.encoder_record()} here")
-        model.load_state_dict(state["state_dict"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best, history = int(state["epoch"]), state.get("best"), list(state.get("history", []))
-        if state.get("train_indices") is not None:
-            train_indices, subset_seed = state["train_indices"].numpy(), state.get("subset_seed")
-        if "rng" in state:
-            runtime.set_rng_state(state["rng"])
-        print(f"=> resumed from {path} at epoch {start_epoch}"
-              + "".join(f"; allowed change: {c['field']} {c['checkpoint']!r} -> {c['now']!r}"
-                        for c in resume_changes))
-    lock = None
-    if args.checkpoint_path:
-        lock = run_folder.claim(args.checkpoint_path, resumes_here, args.overwrite)
 
-    train_loader = evaluation.make_loader(train_split, train=True, batch_size=args.batch_size,
-                                          workers=args.workers, device=device, shuffle=True,
-                                          indices=train_indices, seed=args.seed)
-    test_loader = evaluation.make_loader(test_split, train=False, batch_size=args.batch_size,
-                                         workers=args.workers, device=device, shuffle=False)
-    mode = "linear" if linear else ("semi-supervised" if train_indices is not None else "finetune")
-    print(f"=> {mode} evaluation of {source.path or 'a randomly initialised encoder'} on {benchmark.dataset} "
-          f"{benchmark.protocol}, view {args.view}: {len(train_loader.dataset)} training clips, "
-          f"{len(test_split)} test clips, {benchmark.num_class} classes, device {device}")
+def run_identity(cfg, source) -> dict:
+    """What defines an evaluation run; a resume must keep it (resume_check)."""
+    identity = resume_check.run_identity(cfg, _RESUME_MUST_MATCH, pretrained_sha256=source.sha256,
+                                         data_dir=os.path.realpath(cfg.data_dir))
+    return {k: v for k, v in identity.items() if not (k in ("encoder", "hidden_size") and v is None)}
 
+
+def resume(cfg, store: training.RunCheckpoints, identity: dict, model, optimizer,
+           progress: Progress) -> None:
+    """Continue the run --resume names (a file, or a run folder's newest checkpoint that verifies)."""
+    path = store.locate(cfg.resume)
+    state = store.load(path)
+    progress.resume_changes = store.check(state, f"--resume {path}", identity, cfg.resume_allow_changes,
+                                          model.encoder_record())
+    model.load_state_dict(state["state_dict"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    progress.start_epoch, progress.best = int(state["epoch"]), state.get("best")
+    progress.history = list(state.get("history", []))
+    if state.get("train_indices") is not None:
+        progress.train_indices = state["train_indices"].numpy()
+        progress.subset_seed = state.get("subset_seed")
+    if "rng" in state:
+        runtime.set_rng_state(state["rng"])
+    print(f"=> resumed from {path} at epoch {progress.start_epoch}"
+          + "".join(f"; allowed change: {c['field']} {c['checkpoint']!r} -> {c['now']!r}"
+                    for c in progress.resume_changes))
+
+
+def build_loaders(cfg, train_split, test_split, train_indices, device):
+    """(training loader over the labelled subset, test loader)."""
+    train_loader = evaluation.make_loader(train_split, train=True, batch_size=cfg.batch_size,
+                                          workers=cfg.workers, device=device, shuffle=True,
+                                          indices=train_indices, seed=cfg.seed)
+    test_loader = evaluation.make_loader(test_split, train=False, batch_size=cfg.batch_size,
+                                         workers=cfg.workers, device=device, shuffle=False)
+    return train_loader, test_loader
+
+
+def fit(cfg, model, optimizer, loaders, device, progress: Progress, store: training.RunCheckpoints,
+        identity: dict) -> dict | None:
+    """Epochs progress.start_epoch .. --epochs - 1; returns the last test evaluation (None: none ran)."""
+    train_loader, test_loader = loaders
+    linear = not cfg.finetune
     snapshot = frozen_snapshot(model) if linear else None
     last = None
-    for epoch in range(start_epoch, args.epochs):
-        lr = learning_rate(args.lr, epoch, args.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    for epoch in range(progress.start_epoch, cfg.epochs):
+        lr = training.learning_rate(cfg.lr, epoch, cfg.schedule)
+        training.set_learning_rate(optimizer, lr)
         train_loader.dataset.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch)
         entry = {"epoch": epoch + 1, "lr": lr, **stats}
-        if snapshot is not None and epoch == start_epoch:
+        if snapshot is not None and epoch == progress.start_epoch:
             sanity_check(model, snapshot)
-        is_last = epoch + 1 == args.epochs
-        if (epoch + 1) % args.eval_freq == 0 or is_last:
-            result = evaluate(model, test_loader, device)
-            entry.update({f"test_{k}": v for k, v in result.items()})
-            last = {"epoch": epoch + 1, **result}
-            if best is None or result["top1"] > best["top1"]:
-                best = dict(last)
-                if args.checkpoint_path:
-                    best_state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "best": best,
-                                  "args": runtime.plain_args(args), **model.encoder_record()}
-                    best_path = os.path.join(args.checkpoint_path, "model_best.pth.tar")
-                    checkpoints.atomic_save(best_state, best_path)
-            print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
-                  f"top-5 {result['top5']:.2f}  (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
-        history.append(entry)
-        if args.checkpoint_path:
-            checkpoints.atomic_save({
+        if (epoch + 1) % cfg.eval_freq == 0 or epoch + 1 == cfg.epochs:
+            last = evaluate_and_keep_best(cfg, model, test_loader, device, entry, progress, store)
+        progress.history.append(entry)
+        if store.folder:
+            store.save({
                 "epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "best": best, "history": history, "args": runtime.plain_args(args),
+                "best": progress.best, "history": progress.history, "args": runtime.plain_args(cfg),
                 "rng": runtime.rng_state(),
-                "train_indices": None if train_indices is None else torch.as_tensor(train_indices),
-                "subset_seed": subset_seed, "run": _run_identity(args, source),
-                **model.encoder_record(),
-            }, os.path.join(args.checkpoint_path, checkpoints.LAST_CHECKPOINT))
-    if last is None:          # resumed from a run that had already finished
-        last = {"epoch": history[-1]["epoch"], **evaluate(model, test_loader, device)}
+                "train_indices": None if progress.train_indices is None else torch.as_tensor(
+                    progress.train_indices),
+                "subset_seed": progress.subset_seed, "run": identity, **model.encoder_record()})
+    return last
 
+
+def evaluate_and_keep_best(cfg, model, test_loader, device, entry: dict, progress: Progress,
+                           store: training.RunCheckpoints) -> dict:
+    """Test the model after the epoch of `entry` (updated with the result); a new best is saved as
+    model_best.pth.tar."""
+    result = evaluate(model, test_loader, device)
+    entry.update({f"test_{k}": v for k, v in result.items()})
+    last = {"epoch": entry["epoch"], **result}
+    if progress.best is None or result["top1"] > progress.best["top1"]:
+        progress.best = dict(last)
+        if store.folder:
+            store.write("model_best.pth.tar", {"epoch": entry["epoch"], "state_dict": model.state_dict(),
+                                               "best": progress.best, "args": runtime.plain_args(cfg),
+                                               **model.encoder_record()})
+    best = progress.best
+    print(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
+          f"top-5 {result['top5']:.2f}  (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
+    return last
+
+
+def write_results(cfg, run: dict, progress: Progress, last: dict, started: float) -> dict:
+    """The results record (reports.results_record) and its one-row table; `run` holds benchmark, source,
+    model_config, mode, num_train, num_test and device."""
+    best, indices = progress.best, progress.train_indices
     metrics = {"last": last,
                "best": {**best, "note": "best evaluated epoch, chosen on the test set (as released)"}}
-    if args.tb_embedding or args.tsne:
-        test_feat, test_lab = evaluation.extract_features(model, test_loader, device, desc="test features")
-        evaluation.write_visualisations(args, test_feat.cpu().numpy(), test_lab.cpu().numpy())
-    extra = {"device": str(device), "mode": mode, "history": history, "num_train": len(train_loader.dataset),
-             "num_test": len(test_split),
-             "subset": None if train_indices is None else {
-                 "ratio": args.data_ratio, "seed": subset_seed, "seed_given": args.subset_seed is not None,
-                 "class_balanced": args.class_balanced, "size": int(len(train_indices)),
-                 "indices_sha256": indices_digest(train_indices)},
-             "resume_allowed_changes": resume_changes}
-    record = evaluation.results_record(args, benchmark, source, model_config, mode, metrics, args.epochs,
-                                       started, extra)
+    extra = {"device": run["device"], "mode": run["mode"], "history": progress.history,
+             "num_train": run["num_train"], "num_test": run["num_test"],
+             "subset": None if indices is None else {
+                 "ratio": cfg.data_ratio, "seed": progress.subset_seed,
+                 "seed_given": cfg.subset_seed is not None,
+                 "class_balanced": cfg.class_balanced, "size": int(len(indices)),
+                 "indices_sha256": indices_digest(indices)},
+             "resume_allowed_changes": progress.resume_changes}
+    record = reports.results_record(cfg, run["benchmark"], run["source"], run["model_config"], run["mode"],
+                                    metrics, cfg.epochs, started, extra)
     columns = [("top-1 (last)", last["top1"]), ("top-5 (last)", last["top5"]),
-               ("top-1 (best on test)", best["top1"]), ("best epoch", best["epoch"]), ("epochs", args.epochs)]
-    evaluation.report(args.output, record, columns)
-    if lock is not None:
-        lock.release()
+               ("top-1 (best on test)", best["top1"]), ("best epoch", best["epoch"]), ("epochs", cfg.epochs)]
+    reports.report(cfg.output, record, columns)
     return record
 
 
-def _run_identity(args, source) -> dict:
-    """What defines an evaluation run; a resume must keep it (resume_check)."""
-    identity = resume_check.run_identity(args, _RESUME_MUST_MATCH, pretrained_sha256=source.sha256,
-                                         data_dir=os.path.realpath(args.data_dir))
-    return {k: v for k, v in identity.items() if not (k in ("encoder", "hidden_size") and v is None)}
+def main(argv=None) -> dict:
+    cfg = make_config(argv)
+    started = time.time()
+    runtime.seed_everything(cfg.seed)
+    device = evaluation.device_from_args(cfg)
+    benchmark, train_split, test_split = evaluation.load_benchmark(cfg)
+    source = evaluation.load_pretrained_source(cfg.pretrained)
+    model, model_config = evaluation.build_classifier(cfg, benchmark.num_class, source, device)
+    optimizer = torch.optim.SGD(prepare_heads(model, linear=not cfg.finetune), lr=cfg.lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    progress = Progress()
+    progress.train_indices, progress.subset_seed = select_training_subset(
+        train_split.labels, cfg.data_ratio, cfg.subset_seed, cfg.class_balanced)
+    store, identity = training.RunCheckpoints(cfg.checkpoint_path), run_identity(cfg, source)
+    if cfg.resume:
+        resume(cfg, store, identity, model, optimizer, progress)
+    lock = None
+    if cfg.checkpoint_path:
+        resumes_here = run_folder.resumes_into(cfg.checkpoint_path, cfg.resume)
+        lock = run_folder.claim(cfg.checkpoint_path, resumes_here, cfg.overwrite)
+    try:
+        loaders = build_loaders(cfg, train_split, test_split, progress.train_indices, device)
+        mode = "linear" if not cfg.finetune else ("semi-supervised" if progress.train_indices is not None
+                                                  else "finetune")
+        print(f"=> {mode} evaluation of {source.path or 'a randomly initialised encoder'} on "
+              f"{benchmark.dataset} {benchmark.protocol}, view {cfg.view}: {len(loaders[0].dataset)} "
+              f"training clips, {len(test_split)} test clips, {benchmark.num_class} classes, device {device}")
+        last = fit(cfg, model, optimizer, loaders, device, progress, store, identity)
+        if last is None:          # resumed from a run that had already finished
+            last = {"epoch": progress.history[-1]["epoch"], **evaluate(model, loaders[1], device)}
+        if cfg.tb_embedding or cfg.tsne:
+            test_feat, test_lab = evaluation.extract_features(model, loaders[1], device, desc="test features")
+            visualise.write_visualisations(cfg, test_feat.cpu().numpy(), test_lab.cpu().numpy())
+        run = {"benchmark": benchmark, "source": source, "model_config": model_config, "mode": mode,
+               "num_train": len(loaders[0].dataset), "num_test": len(test_split), "device": str(device)}
+        return write_results(cfg, run, progress, last, started)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ subcommand's arguments, run it)).
 else on synthetic .skeleton files generated into a temporary folder, and reports files per second and
 seconds per 1,000 samples for each stage, vectorised against a straightforward loop version (the
 transcription of the released ntu_gendata.py / preprocess.py that the tests check against,
-tests/released_reference.py).
+released_reference.py).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 import prepare_data
-from tests.released_reference import loop_pre_normalization, loop_read_xyz
+from released_reference import loop_pre_normalization, loop_read_xyz
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SAMPLES = os.path.join(REPO_ROOT, "..", "shared", "data", "ntu_samples")
@@ -204,11 +204,8 @@ def run_train(args) -> dict:
     interleaved in one process on one model (same weights and inputs; the modes take turns step by step),
     the BiGRU encoder's own forward+backward rate against the measured matrix-multiply throughput, and
     clips per second of the SPEC s.4 pretraining augmentations (numpy per clip and batched torch)."""
-    import contextlib  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
 
-    import augment  # noqa: PLC0415
     import cmd_model  # noqa: PLC0415
     import runtime  # noqa: PLC0415
 
@@ -217,44 +214,14 @@ def run_train(args) -> dict:
     amp_dtype = runtime.amp_dtype(device) if args.amp else None
     if args.amp and amp_dtype is None:
         print(f"warning: --amp: {device} has no bfloat16/float16 autocast support here; float32")
-
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp_dtype)
-
     torch.manual_seed(0)
     n, t, h = args.batch_size, args.frames, args.hidden_size
-    x_q = torch.randn(n, 3, t, 25, 2, device=device)
-    x_k = torch.randn(n, 3, t, 25, 2, device=device)
     model = cmd_model.CMD(encoder=args.encoder, hidden_size=h, K=args.contrast_k, topk=args.topk, mlp=True)
     model = model.to(device)
     grus = [m for m in model.modules() if isinstance(m, cmd_model.StepwiseGRU)]
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
-                                weight_decay=1e-4)
     implementation = {mode: cmd_model.StepwiseGRU(1, 1, 1, mode=mode).implementation(device)
                       for mode in args.modes}
-
-    def set_mode(mode):
-        for gru in grus:
-            gru.mode = mode
-
-    def step():
-        with autocast():
-            loss = model(x_q, x_k).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     macs_encoder = gru_macs(n, t, h) if grus else 0
-    encoder_seq = torch.randn(n, t, 150, device=device) if grus else None
-
-    def encoder_pass():
-        gru = model.encoder_q.encoder
-        with autocast():
-            out = gru(encoder_seq)
-        out[:, -1].float().sum().backward()
-
     result = {"device": str(device), "device_name": _device_name(torch, device),
               "threads": torch.get_num_threads(), "encoder": args.encoder, "hidden_size": h, "batch_size": n,
               "frames": t, "contrast_k": args.contrast_k, "topk": args.topk, "amp": str(amp_dtype),
@@ -266,95 +233,134 @@ def run_train(args) -> dict:
           f"{args.warmup} warm-up, modes interleaved step by step")
     print(GRU_FORMULA)
     matmul, matmul_cpu = _matmul_gflops(torch, device)
-    times = {mode: [] for mode in args.modes}
-    cpu_times = {mode: [] for mode in args.modes}
-    enc_times = {mode: [] for mode in args.modes}
-    enc_cpu_times = {mode: [] for mode in args.modes}
-    peaks = {mode: 0 for mode in args.modes}
+    timings = _time_train_steps(args, torch, model, grus, device, amp_dtype)
+    del model, grus
+    result["modes"] = _report_train_steps(args, timings, implementation, macs_encoder, (matmul, matmul_cpu),
+                                          device)
+    result["matmul_gflops"], result["matmul_gflops_cpu_time"] = matmul, matmul_cpu
+    if not args.no_augment:
+        result["augment_clips_per_s"] = _time_augmentations(args, torch, device)
+    if args.json:
+        runtime.atomic_write_json(args.json, result)
+    return result
+
+
+def _time_train_steps(args, torch, model, grus, device, amp_dtype) -> dict:
+    """Per mode: wall and CPU seconds of each timed training step and encoder pass, and the peak memory."""
+    import contextlib  # noqa: PLC0415
+
+    n, t = args.batch_size, args.frames
+    x_q = torch.randn(n, 3, t, 25, 2, device=device)
+    x_k = torch.randn(n, 3, t, 25, 2, device=device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                                weight_decay=1e-4)
+    encoder_seq = torch.randn(n, t, 150, device=device) if grus else None
+
+    def autocast():
+        return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
+
+    def step():
+        with autocast():
+            loss = model(x_q, x_k).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def encoder_pass():
+        with autocast():
+            out = model.encoder_q.encoder(encoder_seq)
+        out[:, -1].float().sum().backward()
+
+    timings = {mode: {"step": [], "step_cpu": [], "enc": [], "enc_cpu": [], "peak": 0} for mode in args.modes}
     for i in range(args.warmup + args.steps):
         for mode in args.modes:
-            set_mode(mode)
+            for gru in grus:
+                gru.mode = mode
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             with _PeakRSS() as rss:
-                _sync(device)
-                start, start_cpu = time.perf_counter(), time.process_time()
-                step()
-                _sync(device)
-                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                elapsed, elapsed_cpu = _time_once(step, device)
             peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
-            peaks[mode] = max(peaks[mode], peak)
-            if grus:
-                _sync(device)
-                start, start_cpu = time.perf_counter(), time.process_time()
-                encoder_pass()
-                _sync(device)
-                enc_elapsed, enc_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-                model.zero_grad(set_to_none=True)
+            timings[mode]["peak"] = max(timings[mode]["peak"], peak)
+            enc_elapsed, enc_cpu = _time_once(encoder_pass, device) if grus else (None, None)
+            model.zero_grad(set_to_none=True)
             if i >= args.warmup:
-                times[mode].append(elapsed)
-                cpu_times[mode].append(elapsed_cpu)
+                timings[mode]["step"].append(elapsed)
+                timings[mode]["step_cpu"].append(elapsed_cpu)
                 if grus:
-                    enc_times[mode].append(enc_elapsed)
-                    enc_cpu_times[mode].append(enc_cpu)
-    med = statistics.median
-    base = med(times["loop"]) if "loop" in times else None
-    base_cpu = med(cpu_times["loop"]) if "loop" in times else None
+                    timings[mode]["enc"].append(enc_elapsed)
+                    timings[mode]["enc_cpu"].append(enc_cpu)
+    return timings
+
+
+def _time_once(fn, device) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one call, the device synchronised before and after."""
+    _sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _report_train_steps(args, timings, implementation, macs_encoder, matmul, device) -> dict:
+    """Print the per-mode table and return its entries (speed-ups against the released 'loop' mode)."""
+    (matmul, matmul_cpu), n, med, nan = matmul, args.batch_size, statistics.median, float("nan")
+    base = med(timings["loop"]["step"]) if "loop" in timings else None
+    base_cpu = med(timings["loop"]["step_cpu"]) if "loop" in timings else None
     memory = "GPU peak" if device.type == "cuda" else "RSS peak"
     print(f"float32 matrix-multiply throughput measured here: {matmul:.1f} GFLOP/s wall, "
           f"{matmul_cpu:.1f} GFLOP/s of process CPU time")
     print(f"{'BiGRU mode':<11}{'runs':<7}{'s/step':>8}{'clips/s':>8}{'vs loop':>8}{'enc GFLOP/s':>12}"
           f"{'share':>6}{'step GRU':>9}{'CPU s/step':>11}{'vs loop':>8}{'CPU share':>10}"
           f"{memory + ' GiB':>13}")
-    for mode in args.modes:
-        seconds, cpu_s = med(times[mode]), med(cpu_times[mode])
-        enc_s = med(enc_times[mode]) if grus else float("nan")
-        enc_cpu = med(enc_cpu_times[mode]) if grus else float("nan")
-        enc_gflops = 2 * 3 * macs_encoder / enc_s / 1e9 if grus else float("nan")
-        enc_gflops_cpu = 2 * 3 * macs_encoder / max(enc_cpu, 1e-9) / 1e9 if grus else float("nan")
+    modes = {}
+    for mode, tm in timings.items():
+        seconds, cpu_s = med(tm["step"]), med(tm["step_cpu"])
+        enc_s, enc_cpu = (med(tm["enc"]), med(tm["enc_cpu"])) if tm["enc"] else (nan, nan)
+        enc_gflops = 2 * 3 * macs_encoder / enc_s / 1e9 if tm["enc"] else nan
+        enc_gflops_cpu = 2 * 3 * macs_encoder / max(enc_cpu, 1e-9) / 1e9 if tm["enc"] else nan
         step_gflops = 2 * 12 * macs_encoder / seconds / 1e9
-        entry = {"s_per_step": seconds, "clips_per_s": n / seconds, "times": times[mode],
-                 "speedup_vs_loop": base / seconds if base else None, "implementation": implementation[mode],
-                 "cpu_s_per_step": cpu_s, "cpu_speedup_vs_loop": base_cpu / cpu_s if base_cpu else None,
-                 "encoder_fwd_bwd_s": enc_s, "encoder_gflops": enc_gflops,
-                 "encoder_share_of_matmul": enc_gflops / matmul, "encoder_cpu_s": enc_cpu,
-                 "encoder_share_of_matmul_cpu_time": enc_gflops_cpu / matmul_cpu,
-                 "step_gru_gflops": step_gflops, "peak_memory_bytes": peaks[mode]}
-        result["modes"][mode] = entry
+        modes[mode] = {"s_per_step": seconds, "clips_per_s": n / seconds, "times": tm["step"],
+                       "speedup_vs_loop": base / seconds if base else None,
+                       "implementation": implementation[mode], "cpu_s_per_step": cpu_s,
+                       "cpu_speedup_vs_loop": base_cpu / cpu_s if base_cpu else None,
+                       "encoder_fwd_bwd_s": enc_s, "encoder_gflops": enc_gflops,
+                       "encoder_share_of_matmul": enc_gflops / matmul, "encoder_cpu_s": enc_cpu,
+                       "encoder_share_of_matmul_cpu_time": enc_gflops_cpu / matmul_cpu,
+                       "step_gru_gflops": step_gflops, "peak_memory_bytes": tm["peak"]}
         ratio = f"{base / seconds:>7.2f}x" if base else f"{'-':>8}"
         ratio_cpu = f"{base_cpu / cpu_s:>7.2f}x" if base_cpu else f"{'-':>8}"
         print(f"{mode:<11}{implementation[mode]:<7}{seconds:>8.3f}{n / seconds:>8.1f}{ratio}"
               f"{enc_gflops:>12.1f}{100 * enc_gflops / matmul:>5.0f}%{step_gflops:>9.1f}"
               f"{cpu_s:>11.3f}{ratio_cpu}{100 * enc_gflops_cpu / matmul_cpu:>9.0f}%"
-              f"{peaks[mode] / 2 ** 30:>13.2f}")
-    result["matmul_gflops"], result["matmul_gflops_cpu_time"] = matmul, matmul_cpu
+              f"{tm['peak'] / 2 ** 30:>13.2f}")
     print("enc GFLOP/s: one BiGRU encoder's forward+backward alone (3x the forward count); share: of the "
           "matrix-multiply throughput; step GRU: the step's GRU GFLOP over the whole step's wall time; CPU "
           "columns: the same from this process's CPU time (all its threads), robust to other processes")
-    del model, optimizer, grus
+    return modes
 
-    if not args.no_augment:
-        clips = np.random.default_rng(0).normal(size=(n, 3, 300, 25, 2)).astype(np.float32)
-        num_frame = np.full(n, 150)
-        rng = np.random.default_rng(0)
-        per_clip = _timed(lambda _: [augment.augment_pretrain(c, 150, rng) for c in clips], [None],
-                          max(args.steps, 1))
-        clips_t = torch.from_numpy(clips).to(device)
-        frames_t = torch.from_numpy(num_frame).to(device)
 
-        def batched(_):
-            augment.augment_pretrain_batch(clips_t, frames_t)
-            _sync(device)
-        batched_s = _timed(batched, [None], max(args.steps, 1))
-        result["augment_clips_per_s"] = {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}
-        print(f"pretraining augmentation (one view): numpy per clip {n / per_clip:.0f} clips/s in one "
-              f"process "
-              f"(the loader's workers each add about as much), batched torch on {device} "
-              f"{n / batched_s:.0f} clips/s")
-    if args.json:
-        from runtime import atomic_write_json  # noqa: PLC0415
-        atomic_write_json(args.json, result)
-    return result
+def _time_augmentations(args, torch, device) -> dict:
+    """Clips per second of one pretraining view: numpy per clip (loader workers) and batched torch."""
+    import augment  # noqa: PLC0415
+
+    n = args.batch_size
+    clips = np.random.default_rng(0).normal(size=(n, 3, 300, 25, 2)).astype(np.float32)
+    num_frame = np.full(n, 150)
+    rng = np.random.default_rng(0)
+    per_clip = _timed(lambda _: [augment.augment_pretrain(c, 150, rng) for c in clips], [None],
+                      max(args.steps, 1))
+    clips_t = torch.from_numpy(clips).to(device)
+    frames_t = torch.from_numpy(num_frame).to(device)
+
+    def batched(_):
+        augment.augment_pretrain_batch(clips_t, frames_t)
+        _sync(device)
+    batched_s = _timed(batched, [None], max(args.steps, 1))
+    print(f"pretraining augmentation (one view): numpy per clip {n / per_clip:.0f} clips/s in one process "
+          f"(the loader's workers each add about as much), batched torch on {device} "
+          f"{n / batched_s:.0f} clips/s")
+    return {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}
 
 
 def _device_name(torch, device) -> str:

@@ -139,16 +139,10 @@ def newest_verified_checkpoint(directory: str, map_location="cpu"):
 
 
 def find_latest_checkpoint(directory: str) -> str | None:
-    """`checkpoint_last.pth.tar` if present, else the highest-numbered `checkpoint_NNNN.pth.tar`."""
-    last = os.path.join(directory, LAST_CHECKPOINT)
-    if os.path.isfile(last):
-        return last
-    numbered = []
-    for p in glob.glob(os.path.join(directory, "checkpoint_*.pth.tar")):
-        m = re.fullmatch(r"checkpoint_(\d+)\.pth\.tar", os.path.basename(p))
-        if m:
-            numbered.append((int(m.group(1)), p))
-    return max(numbered)[1] if numbered else None
+    """`checkpoint_last.pth.tar` if present, else the highest-numbered `checkpoint_NNNN.pth.tar` (unverified;
+    scripts/eval_common.sh picks the checkpoint to evaluate with it)."""
+    candidates = checkpoint_candidates(directory)
+    return candidates[0] if candidates else None
 
 
 def encoder_record(checkpoint, source: str = "checkpoint") -> dict | None:

@@ -305,12 +305,18 @@ class CMDOutput:
     loss_cmd: torch.Tensor
     distill_terms: dict = field(default_factory=dict)  # 'teacher->student' -> unweighted KL
 
+    _contrastive: dict | None = field(default=None, repr=False)  # computed once, by contrastive_losses
+
     def contrastive_losses(self) -> dict:
-        return {name: F.cross_entropy(self.logits[name], self.targets) for name in MODALITIES}
+        if self._contrastive is None:
+            self._contrastive = {m: F.cross_entropy(self.logits[m], self.targets) for m in MODALITIES}
+        return self._contrastive
 
     @property
     def loss(self) -> torch.Tensor:
-        return sum(self.contrastive_losses().values()) + self.loss_cmd
+        """The training loss: the three InfoNCE cross-entropies plus the weighted distillation loss."""
+        ce = self._contrastive if self._contrastive is not None else self.contrastive_losses()
+        return sum(ce.values()) + self.loss_cmd
 
 
 # ----------------------------------------------------------------------------- pretraining model

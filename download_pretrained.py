@@ -16,7 +16,6 @@ same checks. The sha256 of every installed file is printed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -33,6 +32,7 @@ import torch
 
 import checkpoints
 import cmd_model
+import runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MANIFEST = os.path.join(HERE, "pretrained_models", "manifest.json")
@@ -55,14 +55,6 @@ def read_manifest(path: str) -> dict[str, dict]:
     return {e["benchmark"]: e for e in entries}
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def released_key_names(mlp: bool) -> set[str]:
     """The key names of a released pretraining state_dict (six BiGRU encoders, three queues)."""
     model = cmd_model.CMD(hidden_size=4, dim=8, K=8, topk=4, mlp=mlp)
@@ -71,7 +63,7 @@ def released_key_names(mlp: bool) -> set[str]:
 
 def check_file(path: str, sha256: str | None) -> str:
     """Raise CheckFailed unless `path` is the expected checkpoint; return its sha256."""
-    digest = sha256_file(path)
+    digest = runtime.sha256_file(path)
     if sha256:
         if digest != sha256.lower():
             raise CheckFailed(f"{path}: sha256 {digest} differs from the manifest's {sha256}")

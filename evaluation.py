@@ -1,5 +1,6 @@
-"""What action_classification.py and knn_eval.py share: the classifier built from a checkpoint, features,
-and the results they write.
+"""What action_classification.py and knn_eval.py share on the way in: their common flags, the benchmark's
+data, the classifier built from a checkpoint, and its features. What they write out is in reports.py
+(results files and tables) and visualise.py (t-SNE, tensorboard projector).
 
 A checkpoint is ours (`pretrain_cmd.py`, with an `args` dict) or a released CMD file
 (`checkpoint_0450.pth.tar`, keys of SPEC.md sections 2-3, maybe with `module.`); both are read with
@@ -13,11 +14,8 @@ on the command line may only repeat the record (or choose run-time options such 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
-import platform
 import sys
-import time
 
 import numpy as np
 import torch
@@ -30,8 +28,6 @@ import cmd_model
 import dataset
 import run_folder
 import runtime
-
-MATPLOTLIB_MISSING = "--tsne needs matplotlib, an optional dependency: pip install matplotlib"
 
 
 def add_common_arguments(parser, protocols=None) -> None:
@@ -84,23 +80,10 @@ def check_common_arguments(args) -> None:
     runtime.resolve_device(args.device, set_device=False)
 
 
-def seed_from_args(args) -> None:
-    runtime.seed_everything(args.seed)
-
-
 def device_from_args(args) -> torch.device:
     """The device; also sets the intra-op threads (--threads, runtime.set_threads)."""
     runtime.set_threads(getattr(args, "threads", 0), args.workers)
     return runtime.resolve_device(args.device)
-
-
-def check_visualisation_dependencies(args) -> None:
-    """Fail before any work when --tsne is asked for without matplotlib."""
-    if getattr(args, "tsne", None):
-        try:
-            import matplotlib  # noqa: F401, PLC0415
-        except ImportError as exc:
-            raise SystemExit(MATPLOTLIB_MISSING) from exc
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -255,208 +238,8 @@ def extract_features(model, loader, device: torch.device, desc: str = "features"
     return torch.cat(feats), torch.cat(labels).long()
 
 
-def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> dict:
-    """Number of samples whose label is among the top-k logits, for each k (k capped at the class count)."""
-    kmax = min(max(ks), logits.shape[1])
-    pred = logits.topk(kmax, dim=1).indices
-    hit = pred == target[:, None]
-    return {k: int(hit[:, :min(k, kmax)].any(dim=1).sum()) for k in ks}
-
-
-# ----------------------------------------------------------------------------------------------------
-# outputs
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-    with runtime.atomic_open(path, "wb") as f:
-        np.save(f, array)
-
-
-def write_tb_embedding(logdir: str, features: np.ndarray, labels: np.ndarray,
-                       tag: str = "test_features") -> None:
-    """Features and labels in tensorboard's projector format (`tensorboard --logdir DIR`, Projector tab)."""
-    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (tensorboard is only needed here)
-    writer = SummaryWriter(logdir)
-    writer.add_embedding(torch.as_tensor(features), metadata=[int(v) for v in labels], tag=tag)
-    writer.close()
-
-
-def plot_tsne(path: str, features: np.ndarray, labels: np.ndarray, seed: int | None = None,
-              title: str = "") -> np.ndarray:
-    """2-D t-SNE of `features` saved as a PNG coloured by class; returns the embedding."""
-    try:
-        import matplotlib  # noqa: PLC0415
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError as exc:
-        raise SystemExit(MATPLOTLIB_MISSING) from exc
-    from sklearn.manifold import TSNE  # noqa: PLC0415
-
-    n = len(features)
-    if n < 3:
-        raise ValueError(f"t-SNE needs at least 3 test samples, got {n}")
-    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
-    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed or 0).fit_transform(
-        np.asarray(features, dtype=np.float64))
-    fig, ax = plt.subplots(figsize=(7, 7))
-    classes = np.unique(labels)
-    cmap = plt.get_cmap("tab20" if len(classes) <= 20 else "nipy_spectral", max(len(classes), 1))
-    for i, c in enumerate(classes):
-        sel = labels == c
-        ax.scatter(embedding[sel, 0], embedding[sel, 1], s=6, color=cmap(i), label=str(int(c)))
-    if len(classes) <= 20:
-        ax.legend(title="class", markerscale=2, fontsize="small", loc="best")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title or f"t-SNE of {n} test features, {len(classes)} classes")
-    with runtime.atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return embedding
-
-
-def write_visualisations(args, features: np.ndarray, labels: np.ndarray) -> None:
-    if args.tb_embedding:
-        write_tb_embedding(args.tb_embedding, features, labels)
-        print(f"tensorboard projector data written to {args.tb_embedding} "
-              f"(tensorboard --logdir {args.tb_embedding})")
-    if args.tsne:
-        plot_tsne(args.tsne, features, labels, args.seed,
-                  title=f"{args.finetune_dataset} {args.protocol}, {args.view} view")
-        print(f"t-SNE written to {args.tsne}")
-
-
-def results_record(args, benchmark, source: PretrainedSource, model_config: dict, protocol_name: str,
-                   metrics: dict, epochs: int, started: float, extra: dict | None = None) -> dict:
-    """The results JSON: what was evaluated, how, on which checkpoint, with what outcome."""
-    finished = time.time()
-    record = {
-        "benchmark": benchmark.dataset,
-        "protocol": benchmark.protocol,
-        "data_folder": benchmark.folder,
-        "num_class": benchmark.num_class,
-        "evaluation": protocol_name,
-        "view": args.view,
-        "checkpoint": source.path or "none",
-        "checkpoint_sha256": source.sha256,
-        "checkpoint_epoch": source.epoch,
-        **cmd_model.encoder_record(model_config["encoder"], model_config["encoder_config"]),
-        "model_config_origin": model_config["origin"],
-        "metrics": metrics,
-        "epochs": epochs,
-        "seed": args.seed,
-        "time": {"started": _iso(started), "finished": _iso(finished),
-                 "seconds": round(finished - started, 3)},
-        "environment": {"torch": torch.__version__, "python": platform.python_version()},
-        "args": runtime.plain_args(args),
-    }
-    record.update(extra or {})
-    return record
-
-
-def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def markdown_table(record: dict, columns) -> str:
-    """A one-row markdown table: what was evaluated, then `columns` [(header, value)]."""
-    checkpoint = os.path.basename(record["checkpoint"]) if record["checkpoint"] != "none" else "none"
-    head = [("benchmark", record["benchmark"]), ("protocol", record["protocol"]),
-            ("evaluation", record["evaluation"]), ("view", record["view"]), ("checkpoint", checkpoint)]
-    cells = head + list(columns)
-
-    def fmt(v):
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-    return "\n".join(["| " + " | ".join(h for h, _ in cells) + " |",
-                      "|" + "|".join("---" for _ in cells) + "|",
-                      "| " + " | ".join(fmt(v) for _, v in cells) + " |"])
-
-
-def default_output_path(record: dict) -> str:
-    """Where the results JSON goes without --output: a results/ folder beside the checkpoint (./results
-    for --pretrained none), named after what was evaluated; an earlier file is never overwritten (the
-    name gets -2, -3, ... instead)."""
-    checkpoint = record["checkpoint"]
-    if checkpoint == "none":
-        folder, tag = "results", "random"
-    else:
-        folder = os.path.join(os.path.dirname(checkpoint), "results")
-        tag = os.path.basename(checkpoint).split(".")[0]
-    stem = os.path.join(folder, "_".join([record["evaluation"], record["benchmark"], record["protocol"],
-                                          record["view"], tag]))
-    path, n = f"{stem}.json", 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{stem}-{n}.json"
-    return path
-
-
-def report(output: str | None, record: dict, columns) -> str:
-    """Print the one-row table and write the record to `output` (default: default_output_path)."""
-    table = markdown_table(record, columns)
-    print(table)
-    output = output or default_output_path(record)
-    runtime.atomic_write_json(output, record)
-    print(f"results written to {output}")
-    return table
-
-
-# ----------------------------------------------------------------------------------------------------
-# summaries over several runs (scripts/semi_supervised.sh: 5 seeds per labelled fraction)
-
-
-def _metric(record: dict, name: str):
-    """top-1 of a results record: 'last' / 'best' for training runs, 'k1', 'k5', ... for kNN."""
-    metrics = record["metrics"]
-    if name in ("last", "best"):
-        return metrics.get(name, {}).get("top1")
-    return metrics.get(f"top1_{name}")
-
-
-def summarise_results(paths, metric_names=("last", "best")) -> list[dict]:
-    """Group results JSONs by benchmark, protocol, evaluation, view, checkpoint and labelled fraction;
-    mean and sample standard deviation (ddof=1; 0 for one run) of each top-1 over the group's runs."""
-    import json  # noqa: PLC0415
-
-    groups: dict = {}
-    for path in paths:
-        with open(path) as f:
-            record = json.load(f)
-        subset = record.get("subset") or {}
-        key = (record["benchmark"], record["protocol"], record["evaluation"], record["view"],
-               os.path.basename(record["checkpoint"]), subset.get("ratio", 1.0))
-        groups.setdefault(key, []).append(record)
-    rows = []
-    for key, records in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
-        row = dict(zip(("benchmark", "protocol", "evaluation", "view", "checkpoint", "data_ratio"), key))
-        row["runs"] = len(records)
-        for name in metric_names:
-            values = [_metric(r, name) for r in records]
-            values = np.array([v for v in values if v is not None], dtype=np.float64)
-            if len(values):
-                row[f"{name}_mean"] = float(values.mean())
-                row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        rows.append(row)
-    return rows
-
-
-def summary_table(rows, metric_names=("last", "best")) -> str:
-    headers = ["benchmark", "protocol", "evaluation", "view", "checkpoint", "labels", "runs"] + \
-        [f"top-1 {n} (mean ± std)" for n in metric_names]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for r in rows:
-        cells = [r["benchmark"], r["protocol"], r["evaluation"], r["view"], r["checkpoint"],
-                 f"{100 * r['data_ratio']:g}%", str(r["runs"])]
-        cells += [f"{r[n + '_mean']:.2f} ± {r[n + '_std']:.2f}" if n + "_mean" in r else "-"
-                  for n in metric_names]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
-    # python evaluation.py summarise RESULTS.json ... : mean and std per group of runs
-    import sys  # noqa: PLC0415
+    # python evaluation.py summarise RESULTS.json ... (the released workflow's command; see reports.py)
+    import reports  # noqa: PLC0415
 
-    if len(sys.argv) < 3 or sys.argv[1] != "summarise":
-        raise SystemExit("usage: python evaluation.py summarise RESULTS.json [RESULTS.json ...]")
-    print(summary_table(summarise_results(sys.argv[2:])))
+    sys.exit(reports.summarise_command(sys.argv[1:]))

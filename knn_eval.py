@@ -22,7 +22,10 @@ import torch.nn.functional as F
 
 import cli_errors
 import evaluation
+import reports
 import run_folder
+import runtime
+import visualise
 
 
 @torch.no_grad()
@@ -90,6 +93,11 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     return {k: majority_vote(neighbour_labels[:, :k], num_classes) for k in ks}
 
 
+def save_npy(path: str, array: np.ndarray) -> None:
+    with runtime.atomic_open(path, "wb") as f:
+        np.save(f, array)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -116,14 +124,14 @@ def main(argv=None) -> dict:
     if args.lr is not None:
         print(f"=> --lr {args.lr} is ignored: kNN evaluation trains nothing (the released retrieval script "
               f"passes it)")
-    evaluation.check_visualisation_dependencies(args)
+    visualise.check_dependencies(args)
     evaluation.check_common_arguments(args)
     if args.save_features:
         for name in ("train_features", "train_labels", "test_features", "test_labels"):
             run_folder.check_output_file(os.path.join(args.save_features, f"{name}.npy"), args.overwrite,
                                          "--save-features")
     started = time.time()
-    evaluation.seed_from_args(args)
+    runtime.seed_everything(args.seed)
     device = evaluation.device_from_args(args)
     benchmark, train_split, test_split = evaluation.load_benchmark(args)
     if max(args.knn_neighbours) > len(train_split):
@@ -147,16 +155,16 @@ def main(argv=None) -> dict:
     if args.save_features:
         for name, arr in (("train_features", train_feat), ("train_labels", train_lab),
                           ("test_features", test_feat), ("test_labels", test_lab)):
-            evaluation.save_npy(os.path.join(args.save_features, f"{name}.npy"), arr.cpu().numpy())
+            save_npy(os.path.join(args.save_features, f"{name}.npy"), arr.cpu().numpy())
     test_np, test_lab_np = test_feat.cpu().numpy(), test_lab.cpu().numpy()
-    evaluation.write_visualisations(args, test_np, test_lab_np)
+    visualise.write_visualisations(args, test_np, test_lab_np)
 
-    record = evaluation.results_record(
+    record = reports.results_record(
         args, benchmark, source, model_info, protocol_name="knn", metrics=metrics, epochs=0,
         started=started, extra={"knn_neighbours": sorted(set(args.knn_neighbours)),
                                 "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel())})
     columns = [(f"top-1 (k={k})", metrics[f"top1_k{k}"]) for k in sorted(preds)]
-    evaluation.report(args.output, record, columns)
+    reports.report(args.output, record, columns)
     return record
 
 

@@ -14,21 +14,23 @@ epoch, `config.json` and `log.jsonl`; tensorboard events in --log-dir (default: 
 Reproducibility: the shuffle order and every augmentation are functions of (--seed, epoch, sample index)
 (or of (--seed, epoch, rank) with --batch-augment), so an interrupted run resumed with `--resume auto`
 ends with the same weights and queues as an uninterrupted one.
+
+Layout (as DINO's train_dino): `prepare` = `make_config` (flags checked once and frozen) + `build_data`,
+`build_model`, `build_optimizer`, `wrap_for_training` (+ `restore` on --resume); `train` runs the epochs
+and `train_one_epoch` the steps. Shared with action_classification.py: training.py (schedule,
+checkpoints); the distributed details: runtime.py.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -43,6 +45,7 @@ import encoders
 import resume_check
 import run_folder
 import runtime
+import training
 
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
 STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
@@ -62,7 +65,13 @@ class NonFiniteLossError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # --- released flags (names and meaning as in the released pretrain_cmd.py) ---
+    _add_released_flags(p)
+    _add_our_flags(p)
+    return p
+
+
+def _add_released_flags(p) -> None:
+    """The released pretrain_cmd.py's flags: names, defaults and meaning as released."""
     p.add_argument("-j", "--workers", default=8, type=int, metavar="N",
                    help="data loading workers per process")
     p.add_argument("--epochs", default=451, type=int, metavar="N", help="number of total epochs to run")
@@ -105,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the cross-modal distillation loss")
     p.add_argument("--topk", default=8192, type=int, help="nearest neighbours in the teacher's distribution")
     p.add_argument("--mlp", action="store_true", help="two-layer MLP projection head")
-    # --- additions ---
+
+
+def _add_our_flags(p) -> None:
+    """Additions to the released flags (docs/differences.md)."""
     p.add_argument("--data-dir", default="./data", type=str,
                    help="root of the prepared data (<data-dir>/<dataset>/<xsub|xview|xsetup>/); with "
                         "--pre-dataset custom, the folder holding train_data_joint.npy itself")
@@ -137,7 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                         "refusing the data")
     runtime.add_threads_argument(p)
-    return p
 
 
 def encoder_from_args(args):
@@ -149,22 +160,6 @@ def encoder_from_args(args):
     return name, cmd_model.make_encoder_config(name, **layout, **cmd_model.encoder_overrides(name, args))
 
 
-def learning_rate(epoch: int, args) -> float:
-    """The released per-epoch rule: cosine over --epochs, or x0.1 at every milestone reached."""
-    lr = args.lr
-    if args.cos:
-        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / args.epochs))
-    for milestone in args.schedule:
-        lr *= 0.1 if epoch >= milestone else 1.0
-    return lr
-
-
-def _seed_from(*values: int) -> int:
-    """A 63-bit seed that is a fixed function of the given integers."""
-    return int(np.random.SeedSequence([int(v) % (2 ** 32) for v in values]).generate_state(2, np.uint64)[0]
-               % (2 ** 63))
-
-
 @dataclass
 class TrainResult:
     model: nn.Module            # the CMD model (not the DDP wrapper)
@@ -173,404 +168,440 @@ class TrainResult:
     checkpoint: str | None      # last checkpoint written or resumed from
 
 
-class Run:
-    """Everything one pretraining invocation holds; `train()` is the loop."""
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Config:
+    """The run's settings, made once by `make_config` after the flags are checked, never changed later."""
+    args: runtime.FrozenArgs        # the flags, with encoder, seed, log_dir and start_epoch resolved
+    dist: runtime.DistInfo
+    device: torch.device
+    amp_dtype: torch.dtype | None   # what --amp autocasts to; None: float32
+    encoder_config: object
+    data_folder: str
+    identity: dict                  # what a resume must keep (resume_check.PRETRAIN_FIELDS)
 
-    def __init__(self, args):
-        self.args = args
-        self.dist_info, self.device = runtime.init_distributed(args.device)
-        self.is_main = self.dist_info.is_main
-        self.world = self.dist_info.world_size
-        runtime.set_threads(args.threads, args.workers, log=self.log)
+    @property
+    def per_rank_batch(self) -> int:
+        return self.args.batch_size // self.dist.world_size
+
+    @property
+    def encoder_record(self) -> dict:
+        return cmd_model.encoder_record(self.args.encoder, self.encoder_config)
+
+
+@dataclass(frozen=True)
+class Resume:
+    path: str
+    checkpoint: dict
+    changes: list                   # the differences --resume-allow-changes allowed (resume_check)
+
+
+def check_flags(args, world: int) -> tuple[str, object]:
+    """(encoder name, encoder config) of valid flags; UsageError naming the first bad one otherwise."""
+    try:
+        name, config = encoder_from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.batch_size < 1 or args.batch_size % world:
+        raise UsageError(f"--batch-size {args.batch_size} is the global batch and must split evenly over "
+                         f"{world} processes")
+    if args.contrast_k % args.batch_size:
+        raise UsageError(f"--contrast-k {args.contrast_k} must be a multiple of the global --batch-size "
+                         f"{args.batch_size} (each step enqueues one batch of keys; the released code "
+                         f"assumes it)")
+    if not 1 <= args.topk <= args.contrast_k:
+        raise UsageError(f"--topk {args.topk} must be between 1 and --contrast-k {args.contrast_k}")
+    if args.save_freq < 1 or args.print_freq < 1:
+        raise UsageError("--save-freq and --print-freq must be at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.workers < 0:
+        raise UsageError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
+    return name, config
+
+
+def make_config(args, dist_info, device, store: training.RunCheckpoints, log) -> tuple[Config, Resume | None]:
+    """The frozen settings, and the checkpoint to resume (checked against them) or None.
+
+    A resumed run without --seed keeps the interrupted run's seed, so the rest of it is reproduced."""
+    encoder, encoder_config = check_flags(args, dist_info.world_size)
+    if dist_info.is_main:      # before any work: never replace an earlier run's files by accident
+        resumes_here = run_folder.resumes_into(args.checkpoint_path, args.resume)
+        run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
+    amp_dtype = runtime.amp_dtype(device) if args.amp else None
+    if args.amp and amp_dtype is None:
+        log(f"warning: --amp: {device} has no native bfloat16 (and float16 with a GradScaler needs CUDA); "
+            f"training in float32")
+    try:
+        data_folder = benchmarks.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"cannot load the pretraining data: {exc}") from exc
+    path = store.locate(args.resume)
+    checkpoint = store.load(path) if path is not None else None
+    seed = args.seed
+    if seed is None and checkpoint is not None:
+        seed = (checkpoint.get("args") or {}).get("seed")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
+    # every rank must initialise the same model and use the same order
+    done = args.start_epoch if checkpoint is None else int(checkpoint.get("epoch", 0))
+    frozen = runtime.FrozenArgs(args, encoder=encoder, seed=runtime.broadcast_int(seed, device),
+                                log_dir=args.log_dir or args.checkpoint_path, start_epoch=done)
+    identity = resume_check.run_identity(
+        frozen, world_size=dist_info.world_size, data_folder=os.path.realpath(data_folder),
+        encoder_config=encoders.config_record(encoder_config), code_version=resume_check.code_version())
+    if identity.get("hidden_size") is None:   # not given: the encoder config holds the size
+        identity.pop("hidden_size", None)
+    cfg = Config(frozen, dist_info, device, amp_dtype, encoder_config, data_folder, identity)
+    if checkpoint is None:
+        return cfg, None
+    return cfg, Resume(path, checkpoint, check_resume(cfg, path, checkpoint))
+
+
+def check_resume(cfg: Config, path: str, checkpoint: dict) -> list:
+    """The allowed changes of a checkpoint of this run; UsageError for one of another run or model."""
+    a = cfg.args
+    changes = training.RunCheckpoints.check(checkpoint, path, cfg.identity, a.resume_allow_changes,
+                                            cfg.encoder_record)
+    saved = checkpoint.get("args") or {}       # older checkpoints record no identity: what their args hold
+    differ = [f"--{k.replace('_', '-')} {saved[k]} (checkpoint) vs {getattr(a, k)} (now)"
+              for k in MODEL_ARGS if k in saved and saved[k] != getattr(a, k)]
+    if differ:
+        raise UsageError(f"{path} was trained with a different model: " + "; ".join(differ))
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------- building
+@dataclass
+class Data:
+    train_set: dataset.PretrainFeeder
+    sampler: DistributedSampler
+    loader: DataLoader
+    generator: torch.Generator      # the loader's shuffling and worker seeds, re-seeded every epoch
+
+
+def build_data(cfg: Config) -> Data:
+    a = cfg.args
+    try:
+        benchmark = benchmarks.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
+        split = dataset.load_split(cfg.data_folder, "train", benchmark.num_class, benchmark.layout)
+        dataset.require_finite(split, allow=a.allow_nonfinite)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"cannot load the pretraining data: {exc}") from exc
+    train_set = dataset.PretrainFeeder(split, seed=a.seed, augment="none" if a.batch_augment else "numpy")
+    sampler = DistributedSampler(train_set, num_replicas=cfg.dist.world_size, rank=cfg.dist.rank,
+                                 shuffle=True, seed=a.seed, drop_last=False)
+    generator = torch.Generator()
+    loader = DataLoader(train_set, batch_size=cfg.per_rank_batch, sampler=sampler, num_workers=a.workers,
+                        pin_memory=cfg.device.type == "cuda", drop_last=True, generator=generator,
+                        persistent_workers=False, worker_init_fn=runtime.worker_init)
+    if len(loader) == 0:
+        raise UsageError(f"{cfg.data_folder}: the training split has {len(split)} clips, fewer than one "
+                         f"per-process batch of {cfg.per_rank_batch} (--batch-size {a.batch_size} over "
+                         f"{cfg.dist.world_size} processes)")
+    return Data(train_set, sampler, loader, generator)
+
+
+def build_model(cfg: Config) -> cmd_model.CMD:
+    """The CMD model on the run's device, initialised from --seed (SyncBatchNorm under torchrun on CUDA)."""
+    a = cfg.args
+    runtime.seed_everything(a.seed)
+    try:
+        model = cmd_model.CMD(encoder=a.encoder, encoder_config=cfg.encoder_config, dim=a.contrast_dim,
+                              K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
+                              student_T=a.student_t, cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp,
+                              layout=benchmarks.layout_of(a.pre_dataset))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    model = model.to(cfg.device)
+    if cfg.dist.distributed and cfg.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return model
+
+
+def build_optimizer(cfg: Config, model: nn.Module):
+    """SGD as released, and the GradScaler that float16 autocast needs (disabled otherwise: bfloat16 has
+    float32's range)."""
+    a = cfg.args
+    optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+    return optimizer, torch.amp.GradScaler("cuda", enabled=cfg.amp_dtype == torch.float16)
+
+
+def wrap_for_training(cfg: Config, model: nn.Module) -> nn.Module:
+    """The module the steps call: DistributedDataParallel under torchrun, else the model itself.
+
+    Buffers are not re-broadcast from rank 0 at every forward: the queues stay equal because every rank
+    enqueues the keys gathered from all ranks (the fix to the released code), and a broadcast would both
+    hide a broken gather and copy three (dim, K) queues per step."""
+    if not cfg.dist.distributed:
+        return model
+    ddp_flags = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    flag = "forward_sync_buffers" if "forward_sync_buffers" in ddp_flags else "broadcast_buffers"
+    device_ids = [cfg.device.index] if cfg.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **{flag: False})
+
+
+@dataclass
+class Training:
+    """What `train` runs on, as the build_* functions return it."""
+    cfg: Config
+    data: Data
+    model: cmd_model.CMD            # the CMD model (not the DDP wrapper)
+    train_model: nn.Module          # what the steps call (the DDP wrapper under torchrun)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    store: training.RunCheckpoints  # the run folder's checkpoints; store.last: last written or resumed
+    resume: Resume | None
+
+
+def prepare(args) -> Training:
+    """Process group, settings, data, model and optimiser, with the resumed checkpoint's state loaded."""
+    dist_info, device = runtime.init_distributed(args.device)
+    log = runtime.main_process_log(dist_info.is_main)
+    runtime.set_threads(args.threads, args.workers, log=log)
+    store = training.RunCheckpoints(args.checkpoint_path, log)
+    cfg, resume = make_config(args, dist_info, device, store, log)
+    data = build_data(cfg)
+    model = build_model(cfg)
+    optimizer, scaler = build_optimizer(cfg, model)
+    t = Training(cfg, data, model, wrap_for_training(cfg, model), optimizer, scaler, store, resume)
+    if resume is not None:
+        restore(t, log)
+    elif args.resume == "auto":
+        log(f"=> --resume auto: no checkpoint in {args.checkpoint_path}, starting from scratch")
+    return t
+
+
+def restore(t: Training, log) -> None:
+    """Load the resumed checkpoint's weights, queues, optimiser, RNG and AMP scaler states."""
+    path, ckpt = t.resume.path, t.resume.checkpoint
+    try:
+        checkpoints.load_pretraining_weights(t.model, ckpt["state_dict"], source=path)
+    except (KeyError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from exc
+    restored = ["model weights and queues (queue_ptr=%d)" % int(t.model.queue_ptr)]
+    if "optimizer" in ckpt:
+        t.optimizer.load_state_dict(ckpt["optimizer"])
+        restored.append("optimizer state")
+    restored.append(f"epoch counter ({t.cfg.args.start_epoch} epochs done)")
+    if "rng" in ckpt:
+        runtime.set_rng_state(ckpt["rng"])
+        restored.append("RNG states")
+    if t.cfg.amp_dtype is not None and "scaler" in ckpt:
+        t.scaler.load_state_dict(ckpt["scaler"])
+        restored.append("AMP scaler")
+    log(f"=> resumed from {path}: " + ", ".join(restored))
+    for change in t.resume.changes:
+        log(f"=> --resume-allow-changes: {change['field']} {change['checkpoint']!r} -> {change['now']!r}")
+
+
+# ---------------------------------------------------------------------------------------------- one epoch
+def batch_views(cfg: Config, batch, generator):
+    """The two augmented views of a batch on the device (augmented here with --batch-augment)."""
+    if cfg.args.batch_augment:
+        clips, num_frame = (t.to(cfg.device, non_blocking=True) for t in batch)
+        return (augment.augment_pretrain_batch(clips, num_frame, generator=generator),
+                augment.augment_pretrain_batch(clips, num_frame, generator=generator))
+    return tuple(t.to(cfg.device, non_blocking=True) for t in batch)
+
+
+def augment_generator(cfg: Config, epoch: int) -> torch.Generator | None:
+    """--batch-augment's random stream of this epoch and rank (None: the loader workers augment)."""
+    if not cfg.args.batch_augment:
+        return None
+    generator = torch.Generator(device=cfg.device)
+    generator.manual_seed(runtime.derived_seed(cfg.args.seed, epoch, cfg.dist.rank, 1))
+    return generator
+
+
+@torch.no_grad()
+def step_statistics(out: cmd_model.CMDOutput, ce: dict, loss: torch.Tensor) -> dict:
+    """The named statistics of one step (STAT_NAMES), as device tensors."""
+    stats = {"loss": loss, **{f"loss_{m}": ce[m] for m in cmd_model.MODALITIES}, "loss_sim": out.loss_cmd}
+    for m in cmd_model.MODALITIES:
+        stats[f"top1_{m}"] = (out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100
+    return stats
+
+
+def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epoch: int,
+                    steps_left: int | None, last_checkpoint: str | None = None) -> tuple[dict, int]:
+    """One epoch, cut after `steps_left` steps. No host synchronisation per step: the statistics are summed
+    on the device and read (and checked for NaN/inf, naming the first bad step) every --print-freq steps
+    and at the end."""
+    a = cfg.args
+    train_model.train()
+    generator = augment_generator(cfg, epoch)
+    meters = runtime.DeviceMeters(STAT_NAMES, cfg.device, no_step=len(data.loader))
+    bar = tqdm(data.loader, desc=f"epoch {epoch}", total=len(data.loader), disable=not cfg.dist.is_main,
+               dynamic_ncols=True, leave=False)
+    start, means = time.perf_counter(), None
+    for step, batch in enumerate(bar):
+        x_q, x_k = batch_views(cfg, batch, generator)
+        with torch.autocast(cfg.device.type, dtype=cfg.amp_dtype, enabled=cfg.amp_dtype is not None):
+            out = train_model(x_q, x_k)
+            ce, loss = out.contrastive_losses(), out.loss
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        meters.update(step, step_statistics(out, ce, loss))
+        last_step = step + 1 == len(data.loader) or (steps_left is not None and step + 1 >= steps_left)
+        if step % a.print_freq == 0 or last_step:
+            means = read_statistics(cfg, data, meters, epoch, step, last_checkpoint)
+            show_progress(bar, means, meters.count * a.batch_size / max(time.perf_counter() - start, 1e-9))
+        if last_step:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - start
+    record = dict(means or dict.fromkeys(STAT_NAMES, 0.0), steps=meters.count,
+                  samples=meters.count * a.batch_size, time_s=elapsed,
+                  samples_per_s=meters.count * a.batch_size / max(elapsed, 1e-9))
+    return record, meters.count
+
+
+def read_statistics(cfg: Config, data: Data, meters: runtime.DeviceMeters, epoch: int, step: int,
+                    last_checkpoint: str | None) -> dict:
+    """Global means over the epoch's steps so far (one host read); raises at a non-finite step."""
+    reading = meters.read()
+    if reading.first_bad is None:
+        return reading.means
+    detail = ", ".join(f"{name}={v:.4g}" for name, v in reading.bad_values.items())
+    checked = max(step - cfg.args.print_freq + 1, 0)
+    raise nonfinite_loss_error(cfg, data, epoch, reading.first_bad,
+                               f"{detail}; found at the check of steps {checked}..{step}, made every "
+                               f"--print-freq steps", last_checkpoint)
+
+
+def nonfinite_loss_error(cfg: Config, data: Data, epoch: int, step: int, detail: str,
+                         last_checkpoint: str | None) -> NonFiniteLossError:
+    """The stop at a non-finite loss, naming the step and this process's clips of that batch."""
+    order = list(iter(data.sampler))          # this epoch's order (set_epoch was called)
+    clips = order[step * cfg.per_rank_batch:(step + 1) * cfg.per_rank_batch]
+    names = [data.train_set.split.names[i] for i in clips]
+    shown = ", ".join(f"{i} ({n})" for i, n in zip(clips[:8], names[:8])) + (" ..." if len(clips) > 8 else "")
+    return NonFiniteLossError(
+        f"non-finite loss at epoch {epoch}, step {step} ({detail}); batch clips {shown}; stopping. The "
+        f"data were checked finite at load: lower --lr, or check these clips. Last checkpoint written "
+        f"or resumed: {last_checkpoint or 'none'}")
+
+
+def show_progress(bar, means: dict, samples_per_s: float) -> None:
+    if bar.disable:
+        return
+    m = means
+    bar.set_postfix(loss=f"{m['loss']:.3f}", j=f"{m['loss_joint']:.3f}", m=f"{m['loss_motion']:.3f}",
+                    b=f"{m['loss_bone']:.3f}", cmd=f"{m['loss_sim']:.3f}",
+                    top1=f"{m['top1_joint']:.1f}/{m['top1_motion']:.1f}/{m['top1_bone']:.1f}",
+                    sps=f"{samples_per_s:.1f}", refresh=False)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+class RunOutputs:
+    """What rank 0 writes besides checkpoints: the run folder's lock, config.json, log.jsonl and the
+    tensorboard events (tags: STAT_NAMES and 'lr', per epoch)."""
+
+    def __init__(self, t: Training, resume_changes: list):
+        a = t.cfg.args
+        self.lock = run_folder.claim(a.checkpoint_path, run_folder.resumes_into(a.checkpoint_path, a.resume),
+                                     a.overwrite)
         self.writer = None
-        self.jsonl = None
-        self.last_checkpoint = None
-        self._resume_cache = None
-        self._auto_resume = None
-        self.resume_changes = []
-        self.lock = None
-        self._validate_args()
-        self._resolve_seed()
-        self._build_data()
-        self._build_model()
+        write_config(t)
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
+        # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
+        self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch or None)
+        log_path = os.path.join(a.checkpoint_path, "log.jsonl")
+        _drop_records_from(log_path, a.start_epoch)
+        self.jsonl = runtime.JsonlLogger(log_path)
+        if resume_changes:      # epoch: the last one done, so a later resume keeps this record
+            self.jsonl.write({"epoch": a.start_epoch - 1, "event": "resume_allowed_changes",
+                              "checkpoint": t.store.last, "changes": resume_changes})
 
-    # ------------------------------------------------------------------ set-up
-    def log(self, msg: str) -> None:
-        if self.is_main:
-            tqdm.write(msg)
+    def write_epoch(self, record: dict) -> None:
+        self.jsonl.write(record)
+        for name in STAT_NAMES:
+            self.writer.add_scalar(name, record[name], record["epoch"])
+        self.writer.add_scalar("lr", record["lr"], record["epoch"])
+        self.writer.flush()
 
-    def _validate_args(self) -> None:
-        a = self.args
-        try:
-            a.encoder, self.encoder_config = encoder_from_args(a)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        if a.batch_size < 1 or a.batch_size % self.world:
-            raise UsageError(f"--batch-size {a.batch_size} is the global batch and must split evenly over "
-                             f"{self.world} processes")
-        if a.contrast_k % a.batch_size:
-            raise UsageError(f"--contrast-k {a.contrast_k} must be a multiple of the global --batch-size "
-                             f"{a.batch_size} (each step enqueues one batch of keys; the released code "
-                             f"assumes it)")
-        if not 1 <= a.topk <= a.contrast_k:
-            raise UsageError(f"--topk {a.topk} must be between 1 and --contrast-k {a.contrast_k}")
-        if a.save_freq < 1 or a.print_freq < 1:
-            raise UsageError("--save-freq and --print-freq must be at least 1")
-        if a.max_steps is not None and a.max_steps < 1:
-            raise UsageError(f"--max-steps must be at least 1, got {a.max_steps}")
-        if a.workers < 0:
-            raise UsageError(f"-j/--workers {a.workers}: expected 0 (load in the main process) or more")
-        if self.is_main:      # before any work: never replace an earlier run's files by accident
-            run_folder.check_folder(a.checkpoint_path, run_folder.resumes_into(a.checkpoint_path, a.resume),
-                                    a.overwrite)
-        self.amp_dtype = runtime.amp_dtype(self.device) if a.amp else None
-        self.use_amp = self.amp_dtype is not None
-        if a.amp and not self.use_amp:
-            self.log(f"warning: --amp: {self.device} has no native bfloat16 (and float16 with a GradScaler "
-                     f"needs CUDA); training in float32")
-        a.log_dir = a.log_dir or a.checkpoint_path
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.lock.release()
 
-    def _resolve_seed(self) -> None:
-        a = self.args
-        if a.seed is None and a.resume:
-            path = self._resume_path()
-            if path is not None:  # keep the interrupted run's seed so the rest of it is reproduced
-                a.seed = (self._load_resume_checkpoint(path).get("args") or {}).get("seed")
-        if a.seed is None:
-            a.seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
-        if self.dist_info.distributed:  # every rank must initialise the same model and use the same order
-            seed = torch.tensor([a.seed], dtype=torch.int64, device=self._collective_device())
-            dist.broadcast(seed, src=0)
-            a.seed = int(seed.item())
 
-    def _collective_device(self) -> torch.device:
-        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+def write_config(t: Training) -> None:
+    cfg = t.cfg
+    config = dict(runtime.plain_args(cfg.args), world_size=cfg.dist.world_size,
+                  per_process_batch=cfg.per_rank_batch, device=str(cfg.device), data_folder=cfg.data_folder,
+                  train_clips=len(t.data.train_set), steps_per_epoch=len(t.data.loader),
+                  torch_version=torch.__version__, argv=sys.argv)
+    config.update(t.model.encoder_record())
+    runtime.atomic_write_json(os.path.join(cfg.args.checkpoint_path, "config.json"), config)
 
-    def _build_data(self) -> None:
-        a = self.args
-        try:
-            benchmark = benchmarks.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
-            split = dataset.load_split(benchmark.folder, "train", benchmark.num_class, benchmark.layout)
-            dataset.require_finite(split, allow=a.allow_nonfinite)
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"cannot load the pretraining data: {exc}") from exc
-        self.data_folder = benchmark.folder
-        self.per_rank_batch = a.batch_size // self.world
-        self.train_set = dataset.PretrainFeeder(split, seed=a.seed,
-                                                augment="none" if a.batch_augment else "numpy")
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.dist_info.rank,
-                                          shuffle=True, seed=a.seed, drop_last=False)
-        self.loader_generator = torch.Generator()
-        self.loader = DataLoader(self.train_set, batch_size=self.per_rank_batch, sampler=self.sampler,
-                                 num_workers=a.workers, pin_memory=self.device.type == "cuda", drop_last=True,
-                                 generator=self.loader_generator, persistent_workers=False,
-                                 worker_init_fn=runtime.worker_init)
-        if len(self.loader) == 0:
-            raise UsageError(f"{benchmark.folder}: the training split has {len(split)} clips, fewer than one "
-                             f"per-process batch of {self.per_rank_batch} (--batch-size {a.batch_size} over "
-                             f"{self.world} processes)")
 
-    def _build_model(self) -> None:
-        a = self.args
-        runtime.seed_everything(a.seed)
-        try:
-            model = cmd_model.CMD(encoder=a.encoder, encoder_config=self.encoder_config, dim=a.contrast_dim,
-                                  K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
-                                  student_T=a.student_t,
-                                  cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp,
-                                  layout=benchmarks.layout_of(a.pre_dataset))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        model = model.to(self.device)
-        if self.dist_info.distributed and self.device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        self.optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum,
-                                         weight_decay=a.weight_decay)
-        # a GradScaler only for float16 (bfloat16 has float32's range)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        if self.dist_info.distributed:
-            # Buffers are not re-broadcast from rank 0 at every forward: the queues stay equal because
-            # every rank enqueues the keys gathered from all ranks (the fix to the released code), and a
-            # broadcast would both hide a broken gather and copy three (dim, K) queues per step.
-            ddp_flags = inspect.signature(nn.parallel.DistributedDataParallel).parameters
-            flag = "forward_sync_buffers" if "forward_sync_buffers" in ddp_flags else "broadcast_buffers"
-            kw = {flag: False}
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **kw)
-        else:
-            self.train_model = model
+def checkpoint_state(t: Training, epoch: int) -> dict:
+    """What every checkpoint holds after `epoch` (0-based): the released keys, then ours."""
+    state = {"epoch": epoch + 1, "state_dict": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+             **t.model.encoder_record(), "args": runtime.plain_args(t.cfg.args), "rng": runtime.rng_state(),
+             "run": t.cfg.identity}
+    if t.cfg.amp_dtype is not None:
+        state["scaler"] = t.scaler.state_dict()
+    return state
 
-    # ------------------------------------------------------------------ resume and checkpoints
-    def _resume_path(self) -> str | None:
-        a = self.args
-        if a.resume == "auto":
-            if self._auto_resume is None:     # the newest checkpoint that verifies, found once
-                path, ckpt, skipped = checkpoints.newest_verified_checkpoint(a.checkpoint_path)
-                for reason in skipped:
-                    self.log(f"=> --resume auto: skipping {reason}")
-                if path is None and skipped:
-                    raise UsageError(f"--resume auto: none of the {len(skipped)} checkpoints in "
-                                     f"{a.checkpoint_path} can be used (see above); start again with "
-                                     f"--overwrite instead of --resume")
-                self._auto_resume = (path,)
-                if path is not None:
-                    self._resume_cache = (path, ckpt)
-            return self._auto_resume[0]
-        if not os.path.isfile(a.resume):
-            raise UsageError(f"--resume {a.resume}: no such checkpoint file")
-        return a.resume
 
-    def _load_resume_checkpoint(self, path: str) -> dict:
-        if self._resume_cache is None or self._resume_cache[0] != path:
-            try:
-                self._resume_cache = (path, checkpoints.load_checkpoint(path))
-            except checkpoints.CheckpointError as exc:
-                raise UsageError(str(exc)) from exc
-        return self._resume_cache[1]
+def epoch_summary(r: dict) -> str:
+    return (f"epoch {r['epoch']}: lr {r['lr']:.3g} loss {r['loss']:.4f} (joint {r['loss_joint']:.4f} "
+            f"motion {r['loss_motion']:.4f} bone {r['loss_bone']:.4f} cmd {r['loss_sim']:.4f}) "
+            f"top1 {r['top1_joint']:.1f}/{r['top1_motion']:.1f}/{r['top1_bone']:.1f} "
+            f"{r['samples_per_s']:.1f} samples/s" + (" [stopped early: --max-steps]" * r["truncated"]))
 
-    def resume(self) -> None:
-        a = self.args
-        if not a.resume:
-            return
-        path = self._resume_path()
-        if path is None:
-            self.log(f"=> --resume auto: no checkpoint in {a.checkpoint_path}, starting from scratch")
-            return
-        ckpt = self._load_resume_checkpoint(path)
-        self._resume_cache = None
-        saved_args = ckpt.get("args") or {}
-        try:       # everything that defines the run (older checkpoints: what their args hold)
-            self.resume_changes = resume_check.check_resume(ckpt.get("run") or saved_args,
-                                                            self.run_identity(), a.resume_allow_changes, path)
-        except resume_check.ResumeMismatch as exc:
-            raise UsageError(str(exc)) from exc
-        differ = [f"--{k.replace('_', '-')} {saved_args[k]} (checkpoint) vs {getattr(a, k)} (now)"
-                  for k in MODEL_ARGS if k in saved_args and saved_args[k] != getattr(a, k)]
-        record, own = checkpoints.encoder_record(ckpt, path), self.model.encoder_record()
-        if record is not None and record != own:
-            differ.append(f"encoder {record} (checkpoint) vs {own} (now)")
-        if differ:
-            raise UsageError(f"{path} was trained with a different model: " + "; ".join(differ))
-        try:
-            checkpoints.load_pretraining_weights(self.model, ckpt["state_dict"], source=path)
-        except (KeyError, RuntimeError) as exc:
-            raise UsageError(str(exc)) from exc
-        restored = ["model weights and queues (queue_ptr=%d)" % int(self.model.queue_ptr)]
-        if "optimizer" in ckpt:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            restored.append("optimizer state")
-        a.start_epoch = int(ckpt.get("epoch", 0))
-        restored.append(f"epoch counter ({a.start_epoch} epochs done)")
-        if "rng" in ckpt:
-            runtime.set_rng_state(ckpt["rng"])
-            restored.append("RNG states")
-        if self.use_amp and "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
-            restored.append("AMP scaler")
-        self.last_checkpoint = path
-        self.log(f"=> resumed from {path}: " + ", ".join(restored))
-        for change in self.resume_changes:
-            self.log(f"=> --resume-allow-changes: {change['field']} {change['checkpoint']!r} -> "
-                     f"{change['now']!r}")
 
-    def run_identity(self) -> dict:
-        """What defines this run (resume_check.PRETRAIN_FIELDS), recorded in every checkpoint."""
-        if not hasattr(self, "_identity"):
-            identity = resume_check.run_identity(
-                self.args, world_size=self.world, data_folder=os.path.realpath(self.data_folder),
-                encoder_config=encoders.config_record(self.encoder_config),
-                code_version=resume_check.code_version())
-            if identity.get("hidden_size") is None:   # not given: the encoder config holds the size
-                identity.pop("hidden_size", None)
-            self._identity = identity
-        return self._identity
+def start_epoch(t: Training, epoch: int) -> float:
+    """Set this epoch's data order, augmentations and learning rate; returns the learning rate."""
+    a = t.cfg.args
+    t.data.sampler.set_epoch(epoch)
+    t.data.train_set.set_epoch(epoch)
+    t.data.generator.manual_seed(runtime.derived_seed(a.seed, epoch, t.cfg.dist.rank, 0))
+    lr = training.learning_rate(a.lr, epoch, a.schedule, a.epochs if a.cos else None)
+    training.set_learning_rate(t.optimizer, lr)
+    return lr
 
-    def nonfinite_loss_error(self, epoch: int, step: int, detail: str) -> NonFiniteLossError:
-        """The stop at a non-finite loss, naming the step and this process's clips of that batch."""
-        order = list(iter(self.sampler))          # this epoch's order (set_epoch was called)
-        clips = order[step * self.per_rank_batch:(step + 1) * self.per_rank_batch]
-        names = [self.train_set.split.names[i] for i in clips]
-        shown = ", ".join(f"{i} ({n})" for i, n in zip(clips[:8], names[:8])) + (" ..." if len(clips) > 8
-                                                                                  else "")
-        return NonFiniteLossError(
-            f"non-finite loss at epoch {epoch}, step {step} ({detail}); batch clips {shown}; stopping. The "
-            f"data were checked finite at load: lower --lr, or check these clips. Last checkpoint written "
-            f"or resumed: {self.last_checkpoint or 'none'}")
 
-    def save(self, epoch: int, last_epoch: bool) -> None:
-        """checkpoint_last every epoch; checkpoint_{epoch:04d} (epoch index) every --save-freq and at
-        the last epoch."""
-        a = self.args
-        state = {"epoch": epoch + 1, "state_dict": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), **self.model.encoder_record(),
-                 "args": runtime.plain_args(a), "rng": runtime.rng_state(), "run": self.run_identity()}
-        if self.use_amp:
-            state["scaler"] = self.scaler.state_dict()
-        last = os.path.join(a.checkpoint_path, checkpoints.LAST_CHECKPOINT)
-        checkpoints.atomic_save(state, last)
-        self.last_checkpoint = last
-        if epoch % a.save_freq == 0 or last_epoch:
-            numbered = os.path.join(a.checkpoint_path, checkpoints.CHECKPOINT_PATTERN.format(epoch=epoch))
-            _link_or_save(last, numbered, state)
-            self.last_checkpoint = numbered
-
-    # ------------------------------------------------------------------ training
-    def _batch_views(self, batch, generator):
-        if self.args.batch_augment:
-            clips, num_frame = (t.to(self.device, non_blocking=True) for t in batch)
-            return (augment.augment_pretrain_batch(clips, num_frame, generator=generator),
-                    augment.augment_pretrain_batch(clips, num_frame, generator=generator))
-        return tuple(t.to(self.device, non_blocking=True) for t in batch)
-
-    def train_one_epoch(self, epoch: int, steps_left: int | None) -> tuple[dict, int]:
-        """One epoch. No host synchronisation per step: the statistics are summed on the device and read
-        (and checked for NaN/inf, naming the first bad step) every --print-freq steps and at the end."""
-        a = self.args
-        self.train_model.train()
-        generator = None
-        if a.batch_augment:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(_seed_from(a.seed, epoch, self.dist_info.rank, 1))
-        stats_dtype = torch.float64 if self.device.type != "mps" else torch.float32
-        sums = torch.zeros(len(STAT_NAMES), dtype=stats_dtype, device=self.device)
-        no_bad_step = len(self.loader)  # first_bad holds the first step with non-finite statistics
-        first_bad = torch.full((1,), no_bad_step, dtype=torch.long, device=self.device)
-        first_bad_stats = torch.zeros_like(sums)
-        steps, start = 0, time.perf_counter()
-        bar = tqdm(self.loader, desc=f"epoch {epoch}", total=len(self.loader), disable=not self.is_main,
-                   dynamic_ncols=True, leave=False)
-        mean = None
-        for step, batch in enumerate(bar):
-            x_q, x_k = self._batch_views(batch, generator)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                out = self.train_model(x_q, x_k)
-                ce = out.contrastive_losses()
-                loss = ce["joint"] + ce["motion"] + ce["bone"] + out.loss_cmd
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            with torch.no_grad():
-                mods = cmd_model.MODALITIES
-                top1 = [(out.logits[m].argmax(dim=1) == out.targets).float().mean() * 100 for m in mods]
-                stats = torch.stack([loss.detach().float(), *(ce[m].detach().float() for m in mods),
-                                     out.loss_cmd.detach().float(), *top1]).to(stats_dtype)
-                sums += stats
-                is_first_bad = (~torch.isfinite(stats).all()) & (first_bad == no_bad_step)
-                first_bad.copy_(torch.where(is_first_bad, step, first_bad))
-                first_bad_stats.copy_(torch.where(is_first_bad, stats, first_bad_stats))
-            steps += 1
-            last_step = step + 1 == len(self.loader) or (steps_left is not None and steps >= steps_left)
-            if step % a.print_freq == 0 or last_step:
-                mean = self._read_statistics(sums, first_bad, first_bad_stats, epoch, step, steps)
-                if self.is_main:
-                    rate = steps * a.batch_size / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix(loss=f"{mean[0]:.3f}", j=f"{mean[1]:.3f}", m=f"{mean[2]:.3f}",
-                                    b=f"{mean[3]:.3f}", cmd=f"{mean[4]:.3f}",
-                                    top1=f"{mean[5]:.1f}/{mean[6]:.1f}/{mean[7]:.1f}", sps=f"{rate:.1f}",
-                                    refresh=False)
-            if last_step:
+def train(t: Training) -> TrainResult:
+    """Epochs --start-epoch (or the resumed count) .. --epochs - 1, or until --max-steps steps."""
+    a, log = t.cfg.args, runtime.main_process_log(t.cfg.dist.is_main)
+    if a.start_epoch >= a.epochs:
+        log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
+        return TrainResult(t.model, a.start_epoch, 0, t.store.last)
+    outputs = RunOutputs(t, t.resume.changes if t.resume else []) if t.cfg.dist.is_main else None
+    log(f"=> pretraining CMD ({a.encoder}, {t.cfg.encoder_record['encoder_config']}) on {t.cfg.data_folder}: "
+        f"{len(t.data.train_set)} clips, global batch {a.batch_size} = {t.cfg.dist.world_size} x "
+        f"{t.cfg.per_rank_batch} on {t.cfg.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
+    total_steps, epochs_done = 0, a.start_epoch
+    try:
+        for epoch in range(a.start_epoch, a.epochs):
+            lr = start_epoch(t, epoch)
+            steps_left = None if a.max_steps is None else a.max_steps - total_steps
+            record, steps = train_one_epoch(t.cfg, t.data, t.train_model, t.optimizer, t.scaler, epoch,
+                                            steps_left, t.store.last)
+            total_steps += steps
+            last_epoch = epoch == a.epochs - 1 or (a.max_steps is not None and total_steps >= a.max_steps)
+            record.update(epoch=epoch, lr=lr, truncated=steps < len(t.data.loader))
+            if outputs is not None:  # logs first: a resume drops the records of epochs its checkpoint lacks
+                outputs.write_epoch(record)
+                numbered = epoch % a.save_freq == 0 or last_epoch
+                t.store.save(checkpoint_state(t, epoch),
+                             checkpoints.CHECKPOINT_PATTERN.format(epoch=epoch) if numbered else None)
+                log(epoch_summary(record))
+            epochs_done = epoch + 1
+            if last_epoch:
                 break
-        bar.close()
-        elapsed = time.perf_counter() - start
-        record = {name: float(v) for name, v in zip(STAT_NAMES, mean or [0.0] * len(STAT_NAMES))}
-        record.update(steps=steps, samples=steps * a.batch_size, time_s=elapsed,
-                      samples_per_s=steps * a.batch_size / max(elapsed, 1e-9))
-        return record, steps
-
-    def _read_statistics(self, sums, first_bad, first_bad_stats, epoch, step, steps) -> list:
-        """Global means over the epoch's steps so far (one host read); raises on a non-finite step."""
-        if self.dist_info.distributed:  # two small all-reduces: global sums, earliest bad step on any rank
-            dev = self._collective_device()
-            sums, first_bad = sums.to(dev), first_bad.to(dev)
-            dist.all_reduce(sums)
-            sums = sums / self.world
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
-        values = torch.cat([sums.double().cpu(), first_bad.double().cpu(),
-                            first_bad_stats.double().cpu()]).tolist()
-        n = len(STAT_NAMES)
-        mean, bad = [v / steps for v in values[:n]], int(values[n])
-        if bad < len(self.loader) or not all(math.isfinite(v) for v in mean):
-            detail = ", ".join(f"{name}={v:.4g}" for name, v in zip(STAT_NAMES, values[n + 1:]))
-            checked = max(step - self.args.print_freq + 1, 0)
-            raise self.nonfinite_loss_error(
-                epoch, bad, f"{detail}; found at the check of steps {checked}..{step}, made every "
-                            f"--print-freq steps")
-        return mean
-
-    def write_config(self) -> None:
-        a = self.args
-        config = dict(runtime.plain_args(a), world_size=self.world, per_process_batch=self.per_rank_batch,
-                      device=str(self.device), data_folder=self.data_folder, train_clips=len(self.train_set),
-                      steps_per_epoch=len(self.loader), torch_version=torch.__version__, argv=sys.argv)
-        config.update(self.model.encoder_record())
-        runtime.atomic_write_json(os.path.join(a.checkpoint_path, "config.json"), config)
-
-    def train(self) -> TrainResult:
-        a = self.args
-        self.resume()
-        if a.start_epoch >= a.epochs:
-            self.log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
-            return TrainResult(self.model, a.start_epoch, 0, self.last_checkpoint)
-        if self.is_main:
-            resumes_here = run_folder.resumes_into(a.checkpoint_path, a.resume)
-            self.lock = run_folder.claim(a.checkpoint_path, resumes_here, a.overwrite)
-            self.write_config()
-            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
-            # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
-            self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch or None)
-            log_path = os.path.join(a.checkpoint_path, "log.jsonl")
-            _drop_records_from(log_path, a.start_epoch)
-            self.jsonl = runtime.JsonlLogger(log_path)
-            if self.resume_changes:      # epoch: the last one done, so a later resume keeps this record
-                self.jsonl.write({"epoch": a.start_epoch - 1, "event": "resume_allowed_changes",
-                                  "checkpoint": self.last_checkpoint, "changes": self.resume_changes})
-        self.log(f"=> pretraining CMD ({a.encoder}, {self.model.encoder_record()['encoder_config']}) on "
-                 f"{self.data_folder}: "
-                 f"{len(self.train_set)} clips, global batch {a.batch_size} = {self.world} x "
-                 f"{self.per_rank_batch} "
-                 f"on {self.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
-        total_steps, epochs_done = 0, a.start_epoch
-        try:
-            for epoch in range(a.start_epoch, a.epochs):
-                self.sampler.set_epoch(epoch)
-                self.train_set.set_epoch(epoch)
-                self.loader_generator.manual_seed(_seed_from(a.seed, epoch, self.dist_info.rank, 0))
-                lr = learning_rate(epoch, a)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                steps_left = None if a.max_steps is None else a.max_steps - total_steps
-                record, steps = self.train_one_epoch(epoch, steps_left)
-                total_steps += steps
-                truncated = steps < len(self.loader)
-                last_epoch = epoch == a.epochs - 1 or (a.max_steps is not None and total_steps >= a.max_steps)
-                record.update(epoch=epoch, lr=lr, truncated=truncated)
-                if self.is_main:  # logs first: a resume drops the records of epochs its checkpoint lacks
-                    self.jsonl.write(record)
-                    for name in STAT_NAMES:
-                        self.writer.add_scalar(name, record[name], epoch)
-                    self.writer.add_scalar("lr", lr, epoch)
-                    self.writer.flush()
-                    self.save(epoch, last_epoch)
-                    r = record
-                    self.log(f"epoch {epoch}: lr {lr:.3g} loss {r['loss']:.4f} (joint {r['loss_joint']:.4f} "
-                             f"motion {r['loss_motion']:.4f} bone {r['loss_bone']:.4f} "
-                             f"cmd {r['loss_sim']:.4f}) "
-                             f"top1 {r['top1_joint']:.1f}/{r['top1_motion']:.1f}/{r['top1_bone']:.1f} "
-                             f"{r['samples_per_s']:.1f} samples/s"
-                             + (" [stopped early: --max-steps]" if truncated else ""))
-                epochs_done = epoch + 1
-                if last_epoch:
-                    break
-        finally:
-            if self.writer is not None:
-                self.writer.close()
-            if self.lock is not None:
-                self.lock.release()
-        return TrainResult(self.model, epochs_done, total_steps, self.last_checkpoint)
+    finally:
+        if outputs is not None:
+            outputs.close()
+    return TrainResult(t.model, epochs_done, total_steps, t.store.last)
 
 
 def _drop_records_from(path: str, epoch: int) -> None:
@@ -590,24 +621,9 @@ def _drop_records_from(path: str, epoch: int) -> None:
         runtime.atomic_write_text(path, "".join(kept))
 
 
-def _link_or_save(src: str, dst: str, state) -> None:
-    """Make `dst` a hard link to the just-written `src` (no second write of a large file), else save a copy.
-
-    `src` is later replaced by rename, which leaves the linked file's contents untouched.
-    """
-    tmp = dst + ".tmp"
-    try:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        checkpoints.atomic_save(state, dst)
-
-
 def run(args) -> TrainResult:
     """Train with parsed arguments; raises UsageError / NonFiniteLossError (see main)."""
-    return Run(args).train()
+    return train(prepare(args))
 
 
 def main(argv=None) -> int:

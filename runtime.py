@@ -1,10 +1,12 @@
 """Process plumbing shared by the command-line scripts.
 
-Device choice, seeding and RNG snapshots, torch.distributed set-up from torchrun's environment,
-running meters, and the JSON/JSONL writers. Nothing here knows about skeletons or CMD.
+Device choice, seeding and RNG snapshots, frozen flags, torch.distributed set-up from torchrun's
+environment and the few collectives the training loops need, running meters (on the host and on the
+device), and the JSON/JSONL writers. Nothing here knows about skeletons or CMD.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -48,6 +50,12 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def derived_seed(*values: int) -> int:
+    """A 63-bit seed that is a fixed function of the given integers (e.g. seed, epoch, rank, stream)."""
+    return int(np.random.SeedSequence([int(v) % (2 ** 32) for v in values]).generate_state(2, np.uint64)[0]
+               % (2 ** 63))
 
 
 def rng_state() -> dict:
@@ -109,6 +117,54 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _collective_device(device: torch.device) -> torch.device:
+    """Where a collective's tensor must live: the GPU for NCCL, the CPU for gloo."""
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def broadcast_int(value: int, device: torch.device) -> int:
+    """Rank 0's `value` on every process (itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=_collective_device(device))
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    """'mean' or 'min' of `tensor` over the processes (a new tensor; `tensor` itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    t = tensor.to(_collective_device(tensor.device), copy=True)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    return t / dist.get_world_size() if op == "mean" else t
+
+
+def main_process_log(is_main: bool):
+    """A print for messages that rank 0 alone writes (tqdm.write keeps progress bars intact)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    def log(msg: str) -> None:
+        if is_main:
+            tqdm.write(msg)
+    return log
+
+
+class FrozenArgs(argparse.Namespace):
+    """Parsed flags made once (with resolved values given as `changes`) and never changed afterwards:
+    setting an attribute is an error. Lists become tuples."""
+
+    def __init__(self, args, **changes):
+        for key, value in dict(vars(args), **changes).items():
+            object.__setattr__(self, key, tuple(value) if isinstance(value, list) else value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"the run's settings are frozen once made: cannot set {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"the run's settings are frozen once made: cannot delete {name!r}")
+
+
 class AverageMeter:
     """Running average of a scalar, weighted by the number of samples each update stands for."""
 
@@ -128,6 +184,44 @@ class AverageMeter:
     @property
     def avg(self) -> float:
         return self.sum / max(self.count, 1)
+
+
+@dataclass
+class MeterReading:
+    means: dict              # name -> mean over the updates so far (over every process)
+    first_bad: int | None    # the first update step with a non-finite value (None: all finite)
+    bad_values: dict         # name -> value at that step
+
+
+class DeviceMeters:
+    """Sums of named per-step statistics kept on the device: `update` never reads a value on the host
+    (no synchronisation per step); `read` is one host read of the means so far, all-reduced over the
+    processes, and of the first step whose values were not all finite."""
+
+    def __init__(self, names, device: torch.device, no_step: int):
+        self.names, self.no_step, self.count = tuple(names), no_step, 0
+        dtype = torch.float64 if device.type != "mps" else torch.float32
+        self.sums = torch.zeros(len(self.names), dtype=dtype, device=device)
+        self.first_bad = torch.full((1,), no_step, dtype=torch.long, device=device)
+        self.bad_values = torch.zeros_like(self.sums)
+
+    @torch.no_grad()
+    def update(self, step: int, values: dict) -> None:
+        stats = torch.stack([values[n].detach().float() for n in self.names]).to(self.sums.dtype)
+        self.sums += stats
+        is_first_bad = (~torch.isfinite(stats).all()) & (self.first_bad == self.no_step)
+        self.first_bad.copy_(torch.where(is_first_bad, step, self.first_bad))
+        self.bad_values.copy_(torch.where(is_first_bad, stats, self.bad_values))
+        self.count += 1
+
+    def read(self) -> MeterReading:
+        sums, first_bad = all_reduce(self.sums, "mean"), all_reduce(self.first_bad, "min")
+        values = torch.cat([sums.double().cpu(), first_bad.double().cpu(), self.bad_values.double().cpu()])
+        values = values.tolist()
+        n = len(self.names)
+        means, bad = {k: v / max(self.count, 1) for k, v in zip(self.names, values[:n])}, int(values[n])
+        finite = bad >= self.no_step and all(np.isfinite(v) for v in means.values())
+        return MeterReading(means, None if finite else bad, dict(zip(self.names, values[n + 1:])))
 
 
 @contextlib.contextmanager

@@ -12,8 +12,9 @@ import checkpoints
 import cmd_model
 import dataset
 import evaluation
-from eval_tiny_data import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
-                            released_state_dict, write_benchmark, write_released_checkpoint)
+import training
+from helpers import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
+                     released_state_dict, write_benchmark, write_released_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_fused_view_is_the_mean_of_the_stream_logits(tiny):
 
 
 def test_learning_rate_schedule():
-    assert [ac.learning_rate(0.1, e, [50, 70]) for e in (0, 49, 50, 69, 70, 79)] == pytest.approx(
+    assert [training.learning_rate(0.1, e, [50, 70]) for e in (0, 49, 50, 69, 70, 79)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 

@@ -23,9 +23,8 @@ import knn_eval
 import prepare_data
 import pretrain_cmd
 import run_folder
-from eval_tiny_data import (common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
-                            write_benchmark, write_released_checkpoint)
-from test_pretrain import cli, write_split
+from helpers import (cli, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
+                     write_benchmark, write_released_checkpoint, write_split)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

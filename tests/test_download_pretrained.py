@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import download_pretrained as dp
-from eval_tiny_data import released_state_dict
+from helpers import released_state_dict
 
 
 class Server:

@@ -12,10 +12,10 @@ from sklearn.neighbors import KNeighborsClassifier
 import cmd_model
 import augment
 import dataset
-import evaluation
 import knn_eval
-from eval_tiny_data import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
-                            released_state_dict, write_benchmark, write_released_checkpoint)
+import reports
+from helpers import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
+                     released_state_dict, write_benchmark, write_released_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +97,11 @@ def test_knn_random_init_fused_view(tiny, tmp_path):
 def test_default_output_is_beside_the_checkpoint_and_never_overwrites(tmp_path):
     record = {"checkpoint": str(tmp_path / "run" / "checkpoint_0450.pth.tar"), "evaluation": "linear",
               "benchmark": "ntu60", "protocol": "cross_view", "view": "joint"}
-    first = evaluation.default_output_path(record)
+    first = reports.default_output_path(record)
     assert first == str(tmp_path / "run" / "results" / "linear_ntu60_cross_view_joint_checkpoint_0450.json")
     os.makedirs(os.path.dirname(first))
     open(first, "w").close()
-    assert evaluation.default_output_path(record) == first[:-len(".json")] + "-2.json"
+    assert reports.default_output_path(record) == first[:-len(".json")] + "-2.json"
 
 
 def test_knn_missing_checkpoint_is_an_error(tiny):

@@ -10,7 +10,7 @@ from sklearn.neighbors import KNeighborsClassifier
 import action_classification
 import knn_eval
 import prepare_data
-from eval_tiny_data import one_torch_thread  # noqa: F401  (autouse fixture)
+from helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _labels_of(label_file):

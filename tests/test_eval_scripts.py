@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-import evaluation
-from eval_tiny_data import write_benchmark
+import reports
+from helpers import write_benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,13 +89,13 @@ def test_summarise_results_groups_and_averages(tmp_path):
 
     paths = [write("a", 0.01, 10.0, 12.0), write("b", 0.01, 14.0, 15.0), write("c", 0.01, 12.0, 18.0),
              write("d", 0.1, 50.0, 51.0), write("e", 0.1, 40.0, 41.0, protocol="cross_view")]
-    rows = evaluation.summarise_results(paths)
+    rows = reports.summarise_results(paths)
     assert [(r["protocol"], r["data_ratio"], r["runs"]) for r in rows] == [
         ("cross_subject", 0.01, 3), ("cross_subject", 0.1, 1), ("cross_view", 0.1, 1)]
     assert rows[0]["last_mean"] == pytest.approx(12.0) and rows[0]["last_std"] == pytest.approx(2.0)
     assert rows[0]["best_mean"] == pytest.approx(15.0) and rows[0]["best_std"] == pytest.approx(3.0)
     assert rows[1]["last_std"] == 0.0
-    table = evaluation.summary_table(rows)
+    table = reports.summary_table(rows)
     assert re.search(r"\| 1% \| 3 \| 12\.00 ± 2\.00 \| 15\.00 ± 3\.00 \|", table)
 
 

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import moco
-from two_processes import run_two_processes
+from helpers import run_two_processes
 
 
 class Owner(nn.Module):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import prepare_data as P
-from tests.released_reference import loop_fixed_length, loop_pipeline, loop_pre_normalization, loop_read_xyz
+from released_reference import loop_fixed_length, loop_pipeline, loop_pre_normalization, loop_read_xyz
 from dataset import load_split
 
 NTU_SAMPLES = ["S001C001P001R001A001", "S001C001P001R001A002", "S001C001P001R001A003", "S001C001P001R001A004",

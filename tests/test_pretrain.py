@@ -4,10 +4,8 @@ Acceptance points of the pretraining issue: outputs, kill-and-resume equality, a
 non-finite loss, torchrun with two processes (gloo), and the five benchmark scripts.
 """
 import glob
-import hashlib
 import json
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -20,11 +18,10 @@ import torch
 import checkpoints
 import cmd_model
 import pretrain_cmd
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import training
+from helpers import N_CLIPS, TINY, cli, load, read_jsonl, sha256, write_split
 
-N_CLIPS = 8
-TINY = ["--hidden-size", "16", "--contrast-k", "24", "--topk", "8", "--batch-size", "4", "-j", "0",
-        "--mlp", "--seed", "3", "--device", "cpu"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -36,47 +33,9 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def write_split(folder, n=N_CLIPS, seed=0, part="train", nan=False):
-    """Smooth random skeleton motion in the prepared format (SPEC s.6): data, labels, frame counts."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    data = np.zeros((n, 3, 300, 25, 2), np.float32)
-    num_frame = rng.integers(40, 300, n)
-    for i in range(n):
-        t = np.arange(num_frame[i])[None, :, None]
-        pose = rng.normal(size=(3, 1, 25))
-        phase = rng.normal(size=(3, 1, 25))
-        data[i, :, :num_frame[i], :, 0] = pose + 0.3 * np.sin(0.05 * (i % 4 + 1) * t + phase)
-    if nan:
-        data[:] = np.nan
-    np.save(os.path.join(folder, f"{part}_data_joint.npy"), data)
-    with open(os.path.join(folder, f"{part}_label.pkl"), "wb") as f:
-        pickle.dump(([f"clip{i:03d}" for i in range(n)], [int(v) for v in rng.integers(0, 4, n)]), f)
-    np.save(os.path.join(folder, f"{part}_num_frame.npy"), num_frame.astype(np.int64))
-    return folder
-
-
 @pytest.fixture
 def data_dir(tmp_path):
     return write_split(str(tmp_path / "data"))
-
-
-def cli(data, ckpt, *extra):
-    return ["--pre-dataset", "custom", "--data-dir", data, "--checkpoint-path", ckpt, *TINY, *extra]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class SimulatedKill(Exception):
@@ -85,14 +44,17 @@ class SimulatedKill(Exception):
 
 # ---------------------------------------------------------------------------------------- parsing
 def test_learning_rate_schedule_matches_released_rule():
+    def lr(epoch, args):        # the schedule pretrain_cmd.start_epoch applies
+        return training.learning_rate(args.lr, epoch, args.schedule, args.epochs if args.cos else None)
+
     args = pretrain_cmd.build_parser().parse_args(["--lr", "0.01", "--schedule", "351", "--epochs", "451"])
     for epoch, expected in [(0, 0.01), (350, 0.01), (351, 0.001), (450, 0.001)]:
-        assert pretrain_cmd.learning_rate(epoch, args) == pytest.approx(expected)
+        assert lr(epoch, args) == pytest.approx(expected)
     args = pretrain_cmd.build_parser().parse_args(["--schedule", "2", "4"])
-    assert [pretrain_cmd.learning_rate(e, args) for e in range(6)] == pytest.approx(
+    assert [lr(e, args) for e in range(6)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
     args = pretrain_cmd.build_parser().parse_args(["--cos", "--epochs", "4", "--lr", "0.2"])
-    assert [pretrain_cmd.learning_rate(e, args) for e in range(4)] == pytest.approx(
+    assert [lr(e, args) for e in range(4)] == pytest.approx(
         [0.2, 0.1707107, 0.1, 0.0292893])
 
 
@@ -308,26 +270,25 @@ def test_nonfinite_loss_stops_naming_step_and_clips_and_keeps_checkpoint(tmp_pat
     assert pretrain_cmd.main(cli(data, ck, "--epochs", "1")) == 0
     last = os.path.join(ck, "checkpoint_last.pth.tar")
     good = sha256(last)
-    real_views = pretrain_cmd.Run._batch_views
+    real_views = pretrain_cmd.batch_views
     calls = []
 
-    def poisoned_second_batch(self, batch, generator):      # the model sees NaN at step 1 of epoch 1
-        views = real_views(self, batch, generator)
+    def poisoned_second_batch(cfg, batch, generator):      # the model sees NaN at step 1 of epoch 1
+        views = real_views(cfg, batch, generator)
         calls.append(1)
         return tuple(torch.full_like(v, float("nan")) for v in views) if len(calls) == 2 else views
 
-    monkeypatch.setattr(pretrain_cmd.Run, "_batch_views", poisoned_second_batch)
+    monkeypatch.setattr(pretrain_cmd, "batch_views", poisoned_second_batch)
     capsys.readouterr()
     rc = pretrain_cmd.main(cli(data, ck, "--epochs", "2", "--resume", "auto",
                                "--resume-allow-changes", "epochs"))
     err = capsys.readouterr().err
     assert rc == 1
     assert "non-finite loss at epoch 1, step 1" in err and last in err
-    run = pretrain_cmd.Run.__new__(pretrain_cmd.Run)          # the clips of that batch, recomputed here
-    from torch.utils.data import DistributedSampler
-    run.sampler = DistributedSampler(range(N_CLIPS), num_replicas=1, rank=0, shuffle=True, seed=3)
-    run.sampler.set_epoch(1)
-    order = list(run.sampler)[4:8]
+    from torch.utils.data import DistributedSampler         # the clips of that batch, recomputed here
+    sampler = DistributedSampler(range(N_CLIPS), num_replicas=1, rank=0, shuffle=True, seed=3)
+    sampler.set_epoch(1)
+    order = list(sampler)[4:8]
     assert "batch clips " + ", ".join(f"{i} (clip{i:03d})" for i in order) in err
     assert sha256(last) == good and load(last)["epoch"] == 1
     records = read_jsonl(os.path.join(ck, "log.jsonl"))        # the allowed change is recorded
@@ -472,6 +433,13 @@ def test_pretrains_on_real_ntu_files(shared_data, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- speed issue
+def one_epoch(run):
+    """Epoch 0 of a prepared run, as pretrain_cmd.train runs it."""
+    pretrain_cmd.start_epoch(run, 0)
+    return pretrain_cmd.train_one_epoch(run.cfg, run.data, run.train_model, run.optimizer, run.scaler, 0,
+                                        None)
+
+
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
 
 
@@ -481,8 +449,8 @@ def test_no_host_read_per_step_only_at_the_print_interval(tmp_path, monkeypatch)
     data = write_split(str(tmp_path / "data"), n=24)
     args = pretrain_cmd.build_parser().parse_args(cli(data, str(tmp_path / "ck"), "--epochs", "1",
                                                       "--print-freq", "100", "--threads", "1"))
-    run = pretrain_cmd.Run(args)
-    assert len(run.loader) == 6
+    run = pretrain_cmd.prepare(args)
+    assert len(run.data.loader) == 6
     reads, inside, read_calls = [], [False], []
     for name in HOST_READS:
         original = getattr(torch.Tensor, name)
@@ -492,24 +460,24 @@ def test_no_host_read_per_step_only_at_the_print_interval(tmp_path, monkeypatch)
                 reads.append(_name)
             return _original(self, *a, **kw)
         monkeypatch.setattr(torch.Tensor, name, counting)
-    original_read = pretrain_cmd.Run._read_statistics
-    original_views = pretrain_cmd.Run._batch_views
+    original_read = pretrain_cmd.read_statistics
+    original_views = pretrain_cmd.batch_views
     started = [False]  # reads when the loader starts an epoch (sampler order, worker seeds) are per epoch
 
-    def views(self, *a, **kw):
+    def views(*a, **kw):
         started[0] = True
-        return original_views(self, *a, **kw)
-    monkeypatch.setattr(pretrain_cmd.Run, "_batch_views", views)
+        return original_views(*a, **kw)
+    monkeypatch.setattr(pretrain_cmd, "batch_views", views)
 
-    def read(self, *a, **kw):
+    def read(cfg, data, meters, epoch, step, last_checkpoint):
         inside[0] = True
-        read_calls.append(a[-2])  # the step
+        read_calls.append(step)
         try:
-            return original_read(self, *a, **kw)
+            return original_read(cfg, data, meters, epoch, step, last_checkpoint)
         finally:
             inside[0] = False
-    monkeypatch.setattr(pretrain_cmd.Run, "_read_statistics", read)
-    record, steps = run.train_one_epoch(0, None)
+    monkeypatch.setattr(pretrain_cmd, "read_statistics", read)
+    record, steps = one_epoch(run)
     assert steps == 6 and read_calls == [0, 5]
     assert reads == [], f"host reads during training steps: {reads}"
     assert all(np.isfinite(record[name]) for name in pretrain_cmd.STAT_NAMES)
@@ -520,7 +488,7 @@ def test_progress_means_cover_all_steps_so_far(tmp_path, monkeypatch):
     data = write_split(str(tmp_path / "data"), n=16)
     args = pretrain_cmd.build_parser().parse_args(cli(data, str(tmp_path / "ck"), "--epochs", "1",
                                                       "--print-freq", "3", "--threads", "1"))
-    run = pretrain_cmd.Run(args)
+    run = pretrain_cmd.prepare(args)
     losses = []
     original = cmd_model.CMDOutput.contrastive_losses
 
@@ -529,7 +497,7 @@ def test_progress_means_cover_all_steps_so_far(tmp_path, monkeypatch):
         losses.append(float(sum(ce.values()).detach() + self.loss_cmd.detach()))
         return ce
     monkeypatch.setattr(cmd_model.CMDOutput, "contrastive_losses", recording)
-    record, steps = run.train_one_epoch(0, None)
+    record, steps = one_epoch(run)
     assert steps == 4 == len(losses)
     assert record["loss"] == pytest.approx(sum(losses) / 4, rel=1e-5)
 
@@ -545,9 +513,9 @@ def test_amp_bfloat16_close_to_float32_for_a_few_steps(data_dir, tmp_path, monke
         ck = str(tmp_path / f"ck{amp}")
         args = pretrain_cmd.build_parser().parse_args(cli(data_dir, ck, "--epochs", "1", "--threads", "1",
                                                           *(["--amp"] if amp else [])))
-        run = pretrain_cmd.Run(args)
-        assert run.use_amp == amp and not run.scaler.is_enabled()
-        record, steps = run.train_one_epoch(0, None)
+        run = pretrain_cmd.prepare(args)
+        assert (run.cfg.amp_dtype is not None) == amp and not run.scaler.is_enabled()
+        record, steps = one_epoch(run)
         assert steps == 2
         records[amp] = record
         assert all(p.dtype == torch.float32 for p in run.model.parameters())

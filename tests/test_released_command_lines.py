@@ -19,7 +19,7 @@ import checkpoints
 import cmd_model
 import knn_eval
 import pretrain_cmd
-from eval_tiny_data import one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
+from helpers import one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CKPT = "./checkpoints/ntu60_xsub/checkpoint_0450.pth.tar"

@@ -1,14 +1,19 @@
-"""Tiny benchmarks and released-format checkpoints written by the evaluation tests.
+"""What several test files share: tiny prepared-format data and the command lines of tiny pretraining
+and evaluation runs, released-format checkpoints, and a runner for two-process (gloo) workers.
 
 The checkpoint keys are spelled out here from SPEC.md sections 2-3 (not taken from cmd_model), so a
 test that loads them checks the classifier against the released format itself.
 """
+import hashlib
+import json
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 HIDDEN = 16
 NUM_CLASS = 3
@@ -90,3 +95,63 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------- pretraining runs
+N_CLIPS = 8
+TINY = ["--hidden-size", "16", "--contrast-k", "24", "--topk", "8", "--batch-size", "4", "-j", "0",
+        "--mlp", "--seed", "3", "--device", "cpu"]
+
+
+def write_split(folder, n=N_CLIPS, seed=0, part="train", nan=False):
+    """Smooth random skeleton motion in the prepared format (SPEC s.6): data, labels, frame counts."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    data = np.zeros((n, 3, 300, 25, 2), np.float32)
+    num_frame = rng.integers(40, 300, n)
+    for i in range(n):
+        t = np.arange(num_frame[i])[None, :, None]
+        pose = rng.normal(size=(3, 1, 25))
+        phase = rng.normal(size=(3, 1, 25))
+        data[i, :, :num_frame[i], :, 0] = pose + 0.3 * np.sin(0.05 * (i % 4 + 1) * t + phase)
+    if nan:
+        data[:] = np.nan
+    np.save(os.path.join(folder, f"{part}_data_joint.npy"), data)
+    with open(os.path.join(folder, f"{part}_label.pkl"), "wb") as f:
+        pickle.dump(([f"clip{i:03d}" for i in range(n)], [int(v) for v in rng.integers(0, 4, n)]), f)
+    np.save(os.path.join(folder, f"{part}_num_frame.npy"), num_frame.astype(np.int64))
+    return folder
+
+
+def cli(data, ckpt, *extra):
+    return ["--pre-dataset", "custom", "--data-dir", data, "--checkpoint-path", ckpt, *TINY, *extra]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- two processes
+def run_two_processes(worker, tmp_path, timeout_s: float) -> list:
+    ctx = mp.start_processes(worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path)),
+                             nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ctx.join(timeout=5):
+            if time.monotonic() > deadline:
+                pytest.fail(f"two-process test did not finish within {timeout_s:.0f} s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+    return [torch.load(os.path.join(tmp_path, f"rank{r}.pt"), weights_only=True) for r in range(2)]

@@ -1,0 +1,145 @@
+"""What the evaluation CLIs write and print: the results JSON record, its default file name, the
+one-row markdown table, and the summary over several runs (`python evaluation.py summarise FILES`:
+mean and standard deviation per group, as scripts/semi_supervised.sh reports five seeds)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import cmd_model
+import runtime
+
+
+def results_record(args, benchmark, source, model_config: dict, protocol_name: str,
+                   metrics: dict, epochs: int, started: float, extra: dict | None = None) -> dict:
+    """The results JSON: what was evaluated, how, on which checkpoint, with what outcome."""
+    finished = time.time()
+    record = {
+        "benchmark": benchmark.dataset,
+        "protocol": benchmark.protocol,
+        "data_folder": benchmark.folder,
+        "num_class": benchmark.num_class,
+        "evaluation": protocol_name,
+        "view": args.view,
+        "checkpoint": source.path or "none",
+        "checkpoint_sha256": source.sha256,
+        "checkpoint_epoch": source.epoch,
+        **cmd_model.encoder_record(model_config["encoder"], model_config["encoder_config"]),
+        "model_config_origin": model_config["origin"],
+        "metrics": metrics,
+        "epochs": epochs,
+        "seed": args.seed,
+        "time": {"started": _iso(started), "finished": _iso(finished),
+                 "seconds": round(finished - started, 3)},
+        "environment": {"torch": torch.__version__, "python": platform.python_version()},
+        "args": runtime.plain_args(args),
+    }
+    record.update(extra or {})
+    return record
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def markdown_table(record: dict, columns) -> str:
+    """A one-row markdown table: what was evaluated, then `columns` [(header, value)]."""
+    checkpoint = os.path.basename(record["checkpoint"]) if record["checkpoint"] != "none" else "none"
+    head = [("benchmark", record["benchmark"]), ("protocol", record["protocol"]),
+            ("evaluation", record["evaluation"]), ("view", record["view"]), ("checkpoint", checkpoint)]
+    cells = head + list(columns)
+
+    def fmt(v):
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+    return "\n".join(["| " + " | ".join(h for h, _ in cells) + " |",
+                      "|" + "|".join("---" for _ in cells) + "|",
+                      "| " + " | ".join(fmt(v) for _, v in cells) + " |"])
+
+
+def default_output_path(record: dict) -> str:
+    """Where the results JSON goes without --output: a results/ folder beside the checkpoint (./results
+    for --pretrained none), named after what was evaluated; an earlier file is never overwritten (the
+    name gets -2, -3, ... instead)."""
+    checkpoint = record["checkpoint"]
+    if checkpoint == "none":
+        folder, tag = "results", "random"
+    else:
+        folder = os.path.join(os.path.dirname(checkpoint), "results")
+        tag = os.path.basename(checkpoint).split(".")[0]
+    stem = os.path.join(folder, "_".join([record["evaluation"], record["benchmark"], record["protocol"],
+                                          record["view"], tag]))
+    path, n = f"{stem}.json", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}-{n}.json"
+    return path
+
+
+def report(output: str | None, record: dict, columns) -> str:
+    """Print the one-row table and write the record to `output` (default: default_output_path)."""
+    table = markdown_table(record, columns)
+    print(table)
+    output = output or default_output_path(record)
+    runtime.atomic_write_json(output, record)
+    print(f"results written to {output}")
+    return table
+
+
+def _metric(record: dict, name: str):
+    """top-1 of a results record: 'last' / 'best' for training runs, 'k1', 'k5', ... for kNN."""
+    metrics = record["metrics"]
+    if name in ("last", "best"):
+        return metrics.get(name, {}).get("top1")
+    return metrics.get(f"top1_{name}")
+
+
+def summarise_results(paths, metric_names=("last", "best")) -> list[dict]:
+    """Group results JSONs by benchmark, protocol, evaluation, view, checkpoint and labelled fraction;
+    mean and sample standard deviation (ddof=1; 0 for one run) of each top-1 over the group's runs."""
+    groups: dict = {}
+    for path in paths:
+        with open(path) as f:
+            record = json.load(f)
+        subset = record.get("subset") or {}
+        key = (record["benchmark"], record["protocol"], record["evaluation"], record["view"],
+               os.path.basename(record["checkpoint"]), subset.get("ratio", 1.0))
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for key, records in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        row = dict(zip(("benchmark", "protocol", "evaluation", "view", "checkpoint", "data_ratio"), key))
+        row["runs"] = len(records)
+        for name in metric_names:
+            values = [_metric(r, name) for r in records]
+            values = np.array([v for v in values if v is not None], dtype=np.float64)
+            if len(values):
+                row[f"{name}_mean"] = float(values.mean())
+                row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def summary_table(rows, metric_names=("last", "best")) -> str:
+    headers = ["benchmark", "protocol", "evaluation", "view", "checkpoint", "labels", "runs"] + \
+        [f"top-1 {n} (mean ± std)" for n in metric_names]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        cells = [r["benchmark"], r["protocol"], r["evaluation"], r["view"], r["checkpoint"],
+                 f"{100 * r['data_ratio']:g}%", str(r["runs"])]
+        cells += [f"{r[n + '_mean']:.2f} ± {r[n + '_std']:.2f}" if n + "_mean" in r else "-"
+                  for n in metric_names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summarise_command(argv) -> int:
+    """`summarise RESULTS.json [...]`: print the summary table of those results files."""
+    if len(argv) < 2 or argv[0] != "summarise":
+        raise SystemExit("usage: python evaluation.py summarise RESULTS.json [RESULTS.json ...]")
+    print(summary_table(summarise_results(argv[1:])))
+    return 0
