@@ -190,6 +190,19 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     return model.to(device), config
 
 
+class RawCoordinates(torch.nn.Module):
+    """`knn_eval.py --pretrained raw`: the baseline without an encoder. Features are the centre-cropped
+    clips themselves, flattened (for view 'all', the joint, motion and bone clips concatenated)."""
+
+    def __init__(self, view: str):
+        super().__init__()
+        self.view = view
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        mods = cmd_model.MODALITIES if self.view == "all" else (self.view,)
+        return torch.cat([cmd_model.to_modality(x, mod).flatten(1) for mod in mods], dim=1)
+
+
 @torch.no_grad()
 def extract_features(model, loader, device: torch.device, desc: str = "features"):
     """Pre-head features of the model's view (eval mode) and labels, both on `device`."""

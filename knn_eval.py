@@ -8,6 +8,8 @@ full N_train x N_test matrix is never held at once.
 
     python knn_eval.py --pretrained checkpoints/ntu60_cross_subject/checkpoint_0450.pth.tar \
         --finetune-dataset ntu60 --protocol cross_subject --knn-neighbours 1 5 20
+
+`--pretrained raw` is the baseline without any encoder: the flattened centre-cropped clips are the features.
 """
 from __future__ import annotations
 
@@ -113,8 +115,13 @@ def main(argv=None) -> dict:
     evaluation.seed_from_args(args)
     device = evaluation.device_from_args(args)
     benchmark, train_split, test_split = evaluation.load_benchmark(args)
-    source = evaluation.load_pretrained_source(args.pretrained)
-    model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
+    if args.pretrained == "raw":       # no encoder: the coordinates themselves
+        source = evaluation.PretrainedSource("raw", None, {}, None, None)
+        model, model_info = evaluation.RawCoordinates(args.view), {"encoder": "raw", "hidden_size": None,
+                                                                     "origin": {}}
+    else:
+        source = evaluation.load_pretrained_source(args.pretrained)
+        model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
     model.eval()
 
     train_loader = evaluation.make_loader(train_split, train=False, batch_size=args.batch_size,
