@@ -63,7 +63,7 @@ RESULTS=$RUN/results
 TB=$RUN/tensorboard
 mkdir -p "$LOGS" "$RESULTS"
 
-# --- device and threads: two evaluations run side by side, each with half the cores
+# --- device; jobs run two at a time, each with half the cores
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     DEVICE=cuda WORKERS=4
 else
@@ -90,31 +90,21 @@ stage "generating and preparing $CLIPS synthetic clips" "$LOGS/prepare_data.log"
     "$PY" prepare_data.py synthetic --out "$DATA/synthetic" --benchmarks xsub --num-clips "$CLIPS" \
     --seed "$SEED" --workers "$CORES"
 
-stage "pretraining CMD: BiGRU H=$HIDDEN, $EPOCHS epochs, queue $QUEUE, top-k $TOPK" "$LOGS/pretrain.log" \
-    "$PY" pretrain_cmd.py --pre-dataset synthetic --protocol cross_subject --data-dir "$DATA" \
-    --device "$DEVICE" -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --mlp \
-    --contrast-k "$QUEUE" --topk "$TOPK" --lr "$LR" --batch-size "$BATCH" \
-    --epochs "$EPOCHS" --schedule $(( EPOCHS * 4 / 5 )) --save-freq "$EPOCHS" \
-    --checkpoint-path "$CKPT" --log-dir "$TB"
-CHECKPOINT=$CKPT/checkpoint_$(printf %04d $(( EPOCHS - 1 ))).pth.tar
-
-evaluate() {  # evaluate NAME PRETRAINED: linear and 1-NN on the joint view and the fusion
-    local name=$1 pretrained=$2 view tsne
+evaluate() {  # evaluate NAME PRETRAINED VIEW: 1-NN (with a t-SNE picture on the joint view) and linear
+    local name=$1 pretrained=$2 view=$3 tsne=()
     local common=(--finetune-dataset synthetic --protocol cross_subject --data-dir "$DATA" --device "$DEVICE"
-                  -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN")
-    for view in joint all; do
-        tsne=()
-        if [ "$view" = joint ]; then tsne=(--tsne "$RUN/tsne_joint_$name.png"); fi
-        "$PY" knn_eval.py --pretrained "$pretrained" "${common[@]}" --view "$view" \
-            --output "$RESULTS/knn_${view}_$name.json" "${tsne[@]}" || return 1
-        "$PY" action_classification.py --pretrained "$pretrained" "${common[@]}" --view "$view" \
-            --epochs "$LINEAR_EPOCHS" --schedule $(( LINEAR_EPOCHS * 3 / 5 )) $(( LINEAR_EPOCHS * 4 / 5 )) \
-            --output "$RESULTS/linear_${view}_$name.json" || return 1
-    done
+                  -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --view "$view")
+    if [ "$view" = joint ]; then tsne=(--tsne "$RUN/tsne_joint_$name.png"); fi
+    "$PY" knn_eval.py --pretrained "$pretrained" "${common[@]}" --output "$RESULTS/knn_${view}_$name.json" \
+        ${tsne[@]+"${tsne[@]}"} || return 1
+    "$PY" action_classification.py --pretrained "$pretrained" "${common[@]}" \
+        --epochs "$LINEAR_EPOCHS" --schedule $(( LINEAR_EPOCHS * 3 / 5 )) $(( LINEAR_EPOCHS * 4 / 5 )) \
+        --output "$RESULTS/linear_${view}_$name.json" || return 1
 }
 
-evaluate_raw() {  # 1-NN on the flattened centre-cropped clips themselves
+baselines() {  # the random encoder on both views, then 1-NN on the raw coordinates (no encoder)
     local view
+    for view in joint all; do evaluate random none "$view" || return 1; done
     for view in joint all; do
         "$PY" knn_eval.py --pretrained raw --finetune-dataset synthetic --protocol cross_subject \
             --data-dir "$DATA" --device "$DEVICE" -j "$WORKERS" --view "$view" \
@@ -122,26 +112,44 @@ evaluate_raw() {  # 1-NN on the flattened centre-cropped clips themselves
     done
 }
 
-t0=$(date +%s)
-echo "== evaluating the random encoder and the raw coordinates (log: $LOGS/eval_random.log)" \
-     "and CMD (log: $LOGS/eval_cmd.log) side by side"
-( export OMP_NUM_THREADS=$HALF; evaluate random none >"$LOGS/eval_random.log" 2>&1 &&
-  evaluate_raw >>"$LOGS/eval_random.log" 2>&1 ) &
-random_pid=$!
-( export OMP_NUM_THREADS=$HALF; evaluate cmd "$CHECKPOINT" >"$LOGS/eval_cmd.log" 2>&1 ) &
-cmd_pid=$!
-failed=
-wait "$random_pid" || failed="$failed $LOGS/eval_random.log"
-wait "$cmd_pid" || failed="$failed $LOGS/eval_cmd.log"
-if [ -n "$failed" ]; then
-    for log in $failed; do echo "demo.sh: evaluation failed; the end of $log:" >&2; tail -n 20 "$log" >&2; done
-    exit 1
-fi
-echo "   done in $(( $(date +%s) - t0 )) s"
+side_by_side() {  # side_by_side "TITLE" LOG1 "CMD1" LOG2 "CMD2": two jobs at once, half the cores each
+    local title=$1 log1=$2 cmd1=$3 log2=$4 cmd2=$5 t0 pid1 pid2 failed=()
+    t0=$(date +%s)
+    echo "== $title (logs: $log1, $log2)"
+    ( export OMP_NUM_THREADS=$HALF; eval "$cmd1" ) >"$log1" 2>&1 &
+    pid1=$!
+    ( export OMP_NUM_THREADS=$HALF; eval "$cmd2" ) >"$log2" 2>&1 &
+    pid2=$!
+    wait "$pid1" || failed+=("$log1")
+    wait "$pid2" || failed+=("$log2")
+    for log in ${failed[@]+"${failed[@]}"}; do
+        echo "demo.sh: a job failed; the end of $log:" >&2
+        tail -n 20 "$log" >&2
+    done
+    [ ${#failed[@]} -eq 0 ] || exit 1
+    echo "   done in $(( $(date +%s) - t0 )) s"
+}
+
+# One thread per job and two jobs at a time: the small BiGRU gains little from a second thread, and
+# two threads spin against each other when anything else runs on the machine.
+CHECKPOINT=$CKPT/checkpoint_$(printf %04d $(( EPOCHS - 1 ))).pth.tar
+side_by_side "pretraining CMD (BiGRU H=$HIDDEN, $EPOCHS epochs, queue $QUEUE, top-k $TOPK), meanwhile evaluating \
+a random encoder and the raw coordinates" "$LOGS/pretrain.log" \
+    '"$PY" pretrain_cmd.py --pre-dataset synthetic --protocol cross_subject --data-dir "$DATA" \
+        --device "$DEVICE" -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --mlp \
+        --contrast-k "$QUEUE" --topk "$TOPK" --lr "$LR" --batch-size "$BATCH" \
+        --epochs "$EPOCHS" --schedule $(( EPOCHS * 4 / 5 )) --save-freq "$EPOCHS" \
+        --checkpoint-path "$CKPT" --log-dir "$TB"' \
+    "$LOGS/eval_baselines.log" 'baselines'
+side_by_side "evaluating CMD's encoder on the joint view and on the 3-stream fusion" \
+    "$LOGS/eval_cmd_joint.log" 'evaluate cmd "$CHECKPOINT" joint' \
+    "$LOGS/eval_cmd_all.log" 'evaluate cmd "$CHECKPOINT" all'
 
 echo
 echo "== synthetic cross-subject, test split; top-1 accuracy (%)"
 "$PY" scripts/demo_summary.py "$RESULTS" --output "$RUN/summary.json"
+"$PY" scripts/plot_training_curves.py "$CKPT/log.jsonl" "$RUN/training_curves.png" \
+    --title "CMD pretraining, synthetic cross-subject, BiGRU H=$HIDDEN, queue $QUEUE, top-k $TOPK" >/dev/null
 elapsed=$(( $(date +%s) - started ))
 cat <<EOF
 
@@ -151,6 +159,7 @@ finished in $(( elapsed / 60 )) min $(( elapsed % 60 )) s
   tensorboard events: $TB   (view: $PY -m tensorboard.main --logdir $TB)
   results JSON:       $RESULTS
   summary:            $RUN/summary.json
+  training curves:    $RUN/training_curves.png (loss and contrastive top-1 per epoch, from log.jsonl)
   t-SNE pictures:     $RUN/tsne_joint_cmd.png, $RUN/tsne_joint_random.png
   data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))
 EOF

@@ -120,7 +120,7 @@ def test_demo_script_end_to_end_tiny(tmp_path):
             assert cell["cmd_minus_random"] == pytest.approx(cell["cmd"] - cell["random"])
     assert len(list((run / "results").glob("*.json"))) == 10
     for path in ("checkpoints/checkpoint_0000.pth.tar", "checkpoints/log.jsonl", "checkpoints/config.json",
-                 "tsne_joint_cmd.png", "tsne_joint_random.png", "logs/pretrain.log"):
+                 "tsne_joint_cmd.png", "tsne_joint_random.png", "training_curves.png", "logs/pretrain.log"):
         assert (run / path).is_file(), path
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert "| joint | linear top-1 |" in proc.stdout and "--logdir" in proc.stdout
