@@ -15,7 +15,8 @@
 # must not exist yet). CUDA is used when present, else the CPU. The recipe can be changed through the
 # environment (defaults in brackets): DEMO_CLIPS [1500] synthetic clips, DEMO_EPOCHS [30] pretraining
 # epochs, DEMO_HIDDEN [64] GRU hidden size, DEMO_QUEUE [512] MoCo queue, DEMO_TOPK [128] CMD top-k,
-# DEMO_LR [0.01], DEMO_BATCH [64], DEMO_LINEAR_EPOCHS [20]; DEMO_QUICK=1 is a tiny run (a minute) that
+# DEMO_LR [0.01], DEMO_KEY_MOMENTUM [0.999] MoCo momentum of the key encoders, DEMO_BATCH [64],
+# DEMO_LINEAR_EPOCHS [20]; DEMO_QUICK=1 is a tiny run (a minute) that
 # checks the machinery, not the method.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,7 @@ HIDDEN=${DEMO_HIDDEN:-64}
 QUEUE=${DEMO_QUEUE:-512}
 TOPK=${DEMO_TOPK:-128}
 LR=${DEMO_LR:-0.01}
+KEY_MOMENTUM=${DEMO_KEY_MOMENTUM:-0.999}
 BATCH=${DEMO_BATCH:-64}
 LINEAR_EPOCHS=${DEMO_LINEAR_EPOCHS:-20}
 SEED=0
@@ -137,7 +139,7 @@ side_by_side "pretraining CMD (BiGRU H=$HIDDEN, $EPOCHS epochs, queue $QUEUE, to
 a random encoder and the raw coordinates" "$LOGS/pretrain.log" \
     '"$PY" pretrain_cmd.py --pre-dataset synthetic --protocol cross_subject --data-dir "$DATA" \
         --device "$DEVICE" -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --mlp \
-        --contrast-k "$QUEUE" --topk "$TOPK" --lr "$LR" --batch-size "$BATCH" \
+        --contrast-k "$QUEUE" --topk "$TOPK" --contrast-m "$KEY_MOMENTUM" --lr "$LR" --batch-size "$BATCH" \
         --epochs "$EPOCHS" --schedule $(( EPOCHS * 4 / 5 )) --save-freq "$EPOCHS" \
         --checkpoint-path "$CKPT" --log-dir "$TB"' \
     "$LOGS/eval_baselines.log" 'baselines'
