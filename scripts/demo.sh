@@ -136,8 +136,8 @@ side_by_side() {  # side_by_side "TITLE" LOG1 "CMD1" LOG2 "CMD2": two jobs at on
 # One thread per job and two jobs at a time: the small BiGRU gains little from a second thread, and
 # two threads spin against each other when anything else runs on the machine.
 CHECKPOINT=$CKPT/checkpoint_$(printf %04d $(( EPOCHS - 1 ))).pth.tar
-side_by_side "pretraining CMD (BiGRU H=$HIDDEN, $EPOCHS epochs, queue $QUEUE, top-k $TOPK), meanwhile evaluating \
-a random encoder and the raw coordinates" "$LOGS/pretrain.log" \
+side_by_side "pretraining CMD (BiGRU H=$HIDDEN, $EPOCHS epochs, queue $QUEUE, top-k $TOPK), \
+meanwhile evaluating a random encoder and the raw coordinates" "$LOGS/pretrain.log" \
     '"$PY" pretrain_cmd.py --pre-dataset synthetic --protocol cross_subject --data-dir "$DATA" \
         --device "$DEVICE" -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --mlp \
         --contrast-k "$QUEUE" --topk "$TOPK" --contrast-m "$KEY_MOMENTUM" --lr "$LR" --batch-size "$BATCH" \

@@ -67,7 +67,8 @@ def table(summary: dict) -> str:
             cell = summary[view].get(protocol)
             if cell is None:
                 continue
-            lines.append(f"| {VIEW_NAMES.get(view, view)} | {PROTOCOL_NAMES[protocol]} top-1 | {fmt(cell['raw'])} "
+            lines.append(f"| {VIEW_NAMES.get(view, view)} | {PROTOCOL_NAMES[protocol]} top-1 "
+                         f"| {fmt(cell['raw'])} "
                          f"| {fmt(cell['random'])} | {fmt(cell['cmd'])} "
                          f"| {fmt(cell['cmd_minus_random'], True)} |")
     return "\n".join(lines)
