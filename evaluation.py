@@ -26,6 +26,7 @@ import benchmarks
 import checkpoints
 import cmd_model
 import dataset
+import graph
 import run_folder
 import runtime
 
@@ -223,6 +224,19 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     if source.state_dict is not None:
         model.load_pretrained(source.state_dict, source=source.path)
     return model.to(device), config
+
+
+class RawCoordinates(torch.nn.Module):
+    """`knn_eval.py --pretrained raw`: the baseline without an encoder. Features are the centre-cropped
+    clips themselves, flattened (for view 'all', the joint, motion and bone clips concatenated)."""
+
+    def __init__(self, view: str, layout: str = "ntu"):
+        super().__init__()
+        self.view, self.layout = view, graph.get_layout(layout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        mods = cmd_model.MODALITIES if self.view == "all" else (self.view,)
+        return torch.cat([cmd_model.to_modality(x, mod, self.layout).flatten(1) for mod in mods], dim=1)
 
 
 @torch.no_grad()

@@ -8,6 +8,8 @@ full N_train x N_test matrix is never held at once.
 
     python knn_eval.py --pretrained checkpoints/ntu60_cross_subject/checkpoint_0450.pth.tar \
         --finetune-dataset ntu60 --protocol cross_subject --knn-neighbours 1 5 20
+
+`--pretrained raw` is the baseline without any encoder: the flattened centre-cropped clips are the features.
 """
 from __future__ import annotations
 
@@ -137,8 +139,13 @@ def main(argv=None) -> dict:
     if max(args.knn_neighbours) > len(train_split):
         raise ValueError(f"--knn-neighbours {max(args.knn_neighbours)} is larger than the training set "
                          f"({len(train_split)} clips in {train_split.path})")
-    source = evaluation.load_pretrained_source(args.pretrained)
-    model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
+    if args.pretrained == "raw":       # no encoder: the coordinates themselves
+        source = evaluation.PretrainedSource("raw", None, {}, None, None)
+        model = evaluation.RawCoordinates(args.view, benchmark.layout)
+        model_info = {"encoder": "raw", "hidden_size": None, "origin": {}}
+    else:
+        source = evaluation.load_pretrained_source(args.pretrained)
+        model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
     model.eval()
 
     train_loader = evaluation.make_loader(train_split, train=False, batch_size=args.batch_size,

@@ -1,0 +1,131 @@
+"""The demo's machinery: the raw-coordinate baseline of knn_eval.py, the summary table of
+scripts/demo_summary.py, and scripts/demo.sh end to end at a tiny size (DEMO_QUICK=1; it checks the
+plumbing and the outputs, not the method: the full demo's numbers are in the README)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+import cmd_model
+import dataset
+import knn_eval
+from eval_tiny_data import common_argv, one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import demo_summary  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------- raw
+def _raw_features(data_dir, part, view):
+    """Written out by hand: centre crop, then joint / motion / bone flattened (concatenated for 'all')."""
+    split = dataset.load_split(data_dir, part)
+    clips = torch.from_numpy(np.stack([dataset.center_crop_resize(np.asarray(split.data[i]),
+                                                                  int(split.num_frame[i]))
+                                       for i in range(len(split))]))
+    mods = cmd_model.MODALITIES if view == "all" else (view,)
+    feats = np.concatenate([cmd_model.to_modality(clips, m).reshape(len(clips), -1).numpy() for m in mods], 1)
+    return feats, split.labels
+
+
+@pytest.mark.parametrize("view", ["joint", "all"])
+def test_knn_raw_coordinates_baseline(tmp_path, view):
+    data = write_benchmark(tmp_path / "data", seed=3)
+    record = knn_eval.main(common_argv(data, "raw", "--view", view, "--output", str(tmp_path / "raw.json"),
+                                       "--save-features", str(tmp_path / "f")))
+    assert record["checkpoint"] == "raw" and record["encoder"] == "raw"
+    assert record["checkpoint_sha256"] is None
+    ref_train, train_y = _raw_features(data, "train", view)
+    ref_test, test_y = _raw_features(data, "val", view)
+    dims = 3 * 64 * 25 * 2 * (3 if view == "all" else 1)
+    assert ref_test.shape == (12, dims)
+    torch.testing.assert_close(np.load(tmp_path / "f" / "test_features.npy"), ref_test.astype(np.float32),
+                               rtol=1e-5, atol=1e-6)
+    clf = KNeighborsClassifier(n_neighbors=1, metric="cosine", algorithm="brute").fit(ref_train, train_y)
+    expected = 100.0 * np.mean(clf.predict(ref_test) == test_y)
+    assert record["metrics"]["top1_k1"] == pytest.approx(expected)
+    assert json.loads((tmp_path / "raw.json").read_text())["checkpoint"] == "raw"
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def _record(evaluation, view, checkpoint, top1):
+    metrics = ({"top1_k1": top1} if evaluation == "knn"
+               else {"last": {"epoch": 20, "top1": top1, "top5": 99.0}, "best": {"top1": top1 + 1.0}})
+    return {"evaluation": evaluation, "view": view, "checkpoint": checkpoint, "metrics": metrics}
+
+
+def _write_results(folder, rows):
+    os.makedirs(folder, exist_ok=True)
+    for i, (evaluation, view, checkpoint, top1) in enumerate(rows):
+        with open(os.path.join(folder, f"r{i}.json"), "w") as f:
+            json.dump(_record(evaluation, view, checkpoint, top1), f)
+
+
+def test_summary_keys_values_and_table(tmp_path, capsys):
+    ckpt = "runs/demo-x/checkpoints/checkpoint_0029.pth.tar"
+    rows = [("linear", "joint", "none", 40.0), ("linear", "joint", ckpt, 55.5),
+            ("knn", "joint", "none", 35.25), ("knn", "joint", ckpt, 47.0), ("knn", "joint", "raw", 60.0),
+            ("linear", "all", "none", 45.0), ("linear", "all", ckpt, 61.0),
+            ("knn", "all", "none", 38.0), ("knn", "all", ckpt, 50.0), ("knn", "all", "raw", 62.5)]
+    _write_results(tmp_path / "results", rows)
+    (tmp_path / "results" / "other.json").write_text('{"not": "a result"}')      # ignored
+    out = tmp_path / "summary.json"
+    summary = demo_summary.main([str(tmp_path / "results"), "--output", str(out)])
+    assert json.loads(out.read_text()) == summary
+    assert set(summary) == {"joint", "all"}
+    assert summary["joint"]["linear"] == {"raw": None, "random": 40.0, "cmd": 55.5, "cmd_minus_random": 15.5}
+    assert summary["joint"]["knn"] == {"raw": 60.0, "random": 35.25, "cmd": 47.0, "cmd_minus_random": 11.75}
+    assert summary["all"]["knn"]["cmd_minus_random"] == pytest.approx(12.0)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "| view | protocol | raw coordinates | random encoder | CMD | CMD - random |"
+    assert printed[2] == "| joint | linear top-1 | - | 40.0 | 55.5 | +15.5 |"
+    assert printed[3] == "| joint | 1-NN top-1 | 60.0 | 35.2 | 47.0 | +11.8 |"
+    assert printed[5] == "| 3-stream fusion | 1-NN top-1 | 62.5 | 38.0 | 50.0 | +12.0 |"
+
+
+def test_summary_rejects_duplicates_and_empty_folders(tmp_path):
+    _write_results(tmp_path / "dup", [("knn", "joint", "none", 1.0), ("knn", "joint", "none", 2.0)])
+    with pytest.raises(ValueError, match="second knn result for the random encoder"):
+        demo_summary.main([str(tmp_path / "dup")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no linear or kNN results"):
+        demo_summary.main([str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="no such folder"):
+        demo_summary.main([str(tmp_path / "absent")])
+
+
+# ---------------------------------------------------------------------------------------------- demo.sh
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_demo_script_end_to_end_tiny(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, DEMO_QUICK="1", DEMO_RUN_DIR=str(run), PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"joint", "all"}
+    for view in ("joint", "all"):
+        assert set(summary[view]) == {"linear", "knn"}
+        for protocol, cell in summary[view].items():
+            assert set(cell) == {"raw", "random", "cmd", "cmd_minus_random"}
+            assert (cell["raw"] is None) == (protocol == "linear")       # raw coordinates: 1-NN only
+            for name in ("random", "cmd") + (("raw",) if protocol == "knn" else ()):
+                assert 0.0 <= cell[name] <= 100.0
+            assert cell["cmd_minus_random"] == pytest.approx(cell["cmd"] - cell["random"])
+    assert len(list((run / "results").glob("*.json"))) == 10
+    for path in ("checkpoints/checkpoint_0000.pth.tar", "checkpoints/log.jsonl", "checkpoints/config.json",
+                 "tsne_joint_cmd.png", "tsne_joint_random.png", "training_curves.png", "logs/pretrain.log"):
+        assert (run / path).is_file(), path
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "| joint | linear top-1 |" in proc.stdout and "--logdir" in proc.stdout
+    # a run folder that exists is refused, before any work
+    again = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 2 and "exists already" in again.stderr
