@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
     if args.pretrained == "raw":       # no encoder: the coordinates themselves
         source = evaluation.PretrainedSource("raw", None, {}, None, None)
         model = evaluation.RawCoordinates(args.view, benchmark.layout)
-        model_info = {"encoder": "raw", "hidden_size": None, "origin": {}}
+        model_info = {"encoder": "raw", "encoder_config": None, "origin": {}}
     else:
         source = evaluation.load_pretrained_source(args.pretrained)
         model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)

@@ -30,7 +30,8 @@ def results_record(args, benchmark, source, model_config: dict, protocol_name: s
         "checkpoint": source.path or "none",
         "checkpoint_sha256": source.sha256,
         "checkpoint_epoch": source.epoch,
-        **cmd_model.encoder_record(model_config["encoder"], model_config["encoder_config"]),
+        **(cmd_model.encoder_record(model_config["encoder"], model_config["encoder_config"])
+           if model_config["encoder_config"] is not None else {"encoder": model_config["encoder"]}),
         "model_config_origin": model_config["origin"],
         "metrics": metrics,
         "epochs": epochs,
@@ -67,8 +68,8 @@ def default_output_path(record: dict) -> str:
     for --pretrained none), named after what was evaluated; an earlier file is never overwritten (the
     name gets -2, -3, ... instead)."""
     checkpoint = record["checkpoint"]
-    if checkpoint == "none":
-        folder, tag = "results", "random"
+    if checkpoint in ("none", "raw"):   # a random encoder; raw coordinates (knn_eval.py --pretrained raw)
+        folder, tag = "results", "random" if checkpoint == "none" else "raw"
     else:
         folder = os.path.join(os.path.dirname(checkpoint), "results")
         tag = os.path.basename(checkpoint).split(".")[0]

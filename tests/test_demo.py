@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 import cmd_model
 import dataset
 import knn_eval
-from eval_tiny_data import common_argv, one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
+from helpers import common_argv, one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
