@@ -558,8 +558,8 @@ def test_kill_9_during_pretraining_then_resume_auto_equals_an_uninterrupted_run(
     assert pretrain_cmd.main(cli(data, killed, "--epochs", "3", "--resume", "auto")) == 0
     a = checkpoints.load_checkpoint(os.path.join(straight, checkpoints.LAST_CHECKPOINT))
     b = checkpoints.load_checkpoint(os.path.join(killed, checkpoints.LAST_CHECKPOINT))
-    for key in a["state_dict"]:
-        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], atol=1e-6, rtol=0, msg=key)
+    for key in a["state_dict"]:  # bit-identical on one machine; rtol admits alignment-dependent BLAS rounding
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=1e-5, atol=1e-6, msg=key)
     def outputs(folder):
         return sorted(f for f in os.listdir(folder) if not f.startswith("events.out.tfevents"))
     assert outputs(killed) == outputs(straight)

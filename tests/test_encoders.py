@@ -139,7 +139,8 @@ def test_checkpoint_alone_rebuilds_the_encoder(name, tmp_path):
     assert type(classifier.encoder_q) is type(model.encoder_q)
     x = clips(n=3, t=50, seed=3)
     model.eval(), classifier.eval()
-    torch.testing.assert_close(classifier.features(x), model.encoder_q.features(x), rtol=1e-6, atol=1e-6)
+    # the same weights and ops: equal up to alignment-dependent BLAS rounding
+    torch.testing.assert_close(classifier.features(x), model.encoder_q.features(x), rtol=1e-5, atol=1e-6)
 
 
 def test_example_encoder_flags_reach_every_script():
