@@ -334,8 +334,7 @@ def set_threads(threads: int | None, workers: int = 0, log=None) -> int:
     if log is not None:
         log(f"=> {threads} intra-op thread{'s' if threads > 1 else ''} ({source}; {usable_cores()} usable "
             f"cores, {workers} loader workers)")
-    n = threads
-    return n
+    return threads
 
 
 def worker_init(worker_id: int) -> None:
