@@ -25,10 +25,20 @@ def encoders(mode, hidden, seed=0, mlp=True):
     return fast, ref
 
 
+@pytest.fixture(params=["batched", "split"])
+def direction_grouping(request, monkeypatch):
+    """Run the custom function's two directions in one product per step, or one after the other."""
+    monkeypatch.setattr(bigru, "BATCHED_DIRECTIONS_MAX_HIDDEN", 10 ** 6 if request.param == "batched" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", ["stepwise", "custom", "fused"])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("n,t,hidden", [(4, 7, 16), (1, 9, 24), (3, 1, 8)])
-def test_released_semantics_equal_loop_features_loss_and_gradients(mode, train, n, t, hidden):
+def test_released_semantics_equal_loop_features_loss_and_gradients(mode, train, n, t, hidden,
+                                                                   direction_grouping):
+    if mode == "fused" and direction_grouping == "split":
+        pytest.skip("the grouping concerns the custom function only")
     fast, ref = encoders(mode, hidden)
     fast.train(train), ref.train(train)
     x = torch.randn(n, 3, t, 25, 2, generator=torch.Generator().manual_seed(1))
@@ -75,7 +85,7 @@ def _two_forward_grus(x, gru, hidden):
 
 
 @pytest.mark.parametrize("grad", [True, False])
-def test_custom_equals_gru_equations_in_float64(grad):
+def test_custom_equals_gru_equations_in_float64(grad, direction_grouping):
     torch.manual_seed(3)
     m = StepwiseGRU(5, 6, 2, mode="custom").double()
     x = torch.randn(3, 8, 5, dtype=torch.float64)
@@ -86,7 +96,13 @@ def test_custom_equals_gru_equations_in_float64(grad):
         torch.testing.assert_close(y, _two_forward_grus(x, m.gru, 6), rtol=1e-12, atol=1e-12)
 
 
-def test_pair_gru_function_gradcheck():
+def test_direction_groups_follow_the_hidden_size():
+    small, large = bigru.BATCHED_DIRECTIONS_MAX_HIDDEN, bigru.BATCHED_DIRECTIONS_MAX_HIDDEN + 1
+    assert bigru.direction_groups(small) == ((0, 1),)
+    assert bigru.direction_groups(large) == ((0,), (1,))
+
+
+def test_pair_gru_function_gradcheck(direction_grouping):
     torch.manual_seed(4)
     gru = torch.nn.GRU(3, 4, num_layers=1, bidirectional=True).double()
     weights = [w.detach().clone().requires_grad_(True) for w in bigru.layer_weights(gru, 0)]
