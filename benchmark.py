@@ -5,6 +5,8 @@ subcommand's arguments, run it)).
     python benchmark.py train     # one CMD training step per BiGRU mode (default vs the released per-frame
                                   # loop), encoder GFLOP/s against the matmul throughput, peak memory, and
                                   # the pretraining augmentations (per clip in numpy vs batched)
+    python benchmark.py gru       # one BiGRU encoder on the CPU, its two directions batched or one after
+                                  # the other (what bigru.BATCHED_DIRECTIONS_MAX_HIDDEN chooses)
 
 `data` runs on the real NTU sample files in ../shared/data/ntu_samples when present (or --files-dir),
 else on synthetic .skeleton files generated into a temporary folder, and reports files per second and
@@ -246,7 +248,9 @@ def run_train(args) -> dict:
 
 
 def _time_train_steps(args, torch, model, grus, device, amp_dtype) -> dict:
-    """Per mode: wall and CPU seconds of each timed training step and encoder pass, and the peak memory."""
+    """Per mode: wall and CPU seconds of each timed training step and encoder pass, and the peak memory
+    (on CPU sampled during the warm-up steps, or the first step when there are none, so that the
+    sampling thread does not disturb the timed steps)."""
     import contextlib  # noqa: PLC0415
 
     n, t = args.batch_size, args.frames
@@ -278,9 +282,15 @@ def _time_train_steps(args, torch, model, grus, device, amp_dtype) -> dict:
                 gru.mode = mode
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            with _PeakRSS() as rss:
                 elapsed, elapsed_cpu = _time_once(step, device)
-            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
+                peak = torch.cuda.max_memory_allocated(device)
+            elif i < max(args.warmup, 1):  # the RSS sampler thread runs in the warm-up steps only
+                with _PeakRSS() as rss:
+                    elapsed, elapsed_cpu = _time_once(step, device)
+                peak = rss.peak
+            else:
+                elapsed, elapsed_cpu = _time_once(step, device)
+                peak = 0
             timings[mode]["peak"] = max(timings[mode]["peak"], peak)
             enc_elapsed, enc_cpu = _time_once(encoder_pass, device) if grus else (None, None)
             model.zero_grad(set_to_none=True)
@@ -363,6 +373,72 @@ def _time_augmentations(args, torch, device) -> dict:
     return {"numpy_per_clip": n / per_clip, "torch_batched": n / batched_s}
 
 
+# ----------------------------------------------------------------------------------------------------
+# gru
+
+
+def _gru_arguments(parser):
+    parser.add_argument("--hidden-size", type=int, nargs="+", default=[512, 1024], help="GRU hidden sizes H")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per pass")
+    parser.add_argument("--frames", type=int, default=64, help="time steps")
+    parser.add_argument("--layers", type=int, default=3, help="GRU layers")
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of repeats")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads; 0 = runtime.default_threads()")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def run_gru(args) -> dict:
+    """One BiGRU encoder (input 150) through bigru.custom_pair_gru on the CPU: forward+backward and the
+    no-grad forward (key encoders), with the two directions batched in one product per step or run
+    one after the other; the measurement behind bigru.BATCHED_DIRECTIONS_MAX_HIDDEN. The groupings
+    take turns in each repeat; the best of the repeats is reported."""
+    import torch  # noqa: PLC0415
+
+    import bigru  # noqa: PLC0415
+    import runtime  # noqa: PLC0415
+
+    runtime.set_threads(args.threads)
+    groupings = {"batched": 10 ** 9, "split": 0}
+    chosen = bigru.BATCHED_DIRECTIONS_MAX_HIDDEN
+    result = {"threads": torch.get_num_threads(), "batch_size": args.batch_size, "frames": args.frames,
+              "layers": args.layers, "batched_directions_max_hidden": chosen, "sizes": {}}
+    print(f"BiGRU encoder on the CPU ({torch.get_num_threads()} threads): batch {args.batch_size}, "
+          f"{args.frames} frames, {args.layers} layers; seconds, best of {args.repeats}")
+    print(f"{'H':>6} {'directions':<10}{'forward':>9}{'backward':>10}{'no-grad':>9}{'total':>8}  default")
+    torch.manual_seed(0)
+    try:
+        for h in args.hidden_size:
+            gru = torch.nn.GRU(150, h, args.layers, bidirectional=True)
+            x = torch.randn(args.frames, args.batch_size, 150)
+            times = {name: [] for name in groupings}
+            for _ in range(args.repeats):
+                for name, limit in groupings.items():
+                    bigru.BATCHED_DIRECTIONS_MAX_HIDDEN = limit
+                    gru.zero_grad(set_to_none=True)
+                    start = time.perf_counter()
+                    out = bigru.custom_pair_gru(gru, x)
+                    forward = time.perf_counter()
+                    out[-1].sum().backward()
+                    backward = time.perf_counter()
+                    with torch.no_grad():
+                        bigru.custom_pair_gru(gru, x)
+                    times[name].append((forward - start, backward - forward, time.perf_counter() - backward))
+            result["sizes"][h] = {}
+            for name, runs in times.items():
+                best = [min(run[i] for run in runs) for i in range(3)]
+                default = name == ("batched" if h <= chosen else "split")
+                result["sizes"][h][name] = {"forward_s": best[0], "backward_s": best[1], "no_grad_s": best[2],
+                                            "default": default}
+                print(f"{h:>6} {name:<10}{best[0]:>9.3f}{best[1]:>10.3f}{best[2]:>9.3f}{sum(best):>8.3f}  "
+                      f"{'yes' if default else ''}")
+    finally:
+        bigru.BATCHED_DIRECTIONS_MAX_HIDDEN = chosen
+    if args.json:
+        runtime.atomic_write_json(args.json, result)
+    return result
+
+
 def _device_name(torch, device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -372,6 +448,7 @@ def _device_name(torch, device) -> str:
 SUBCOMMANDS = {
     "data": (_data_arguments, run_data),
     "train": (_train_arguments, run_train),
+    "gru": (_gru_arguments, run_gru),
 }
 
 
