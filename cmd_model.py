@@ -132,18 +132,30 @@ class StepwiseGRU(nn.Module):
 
 @dataclass
 class BiGRUConfig:
-    """Sizes of the released encoder. `gru_mode` picks how StepwiseGRU computes (not recorded)."""
+    """Sizes of the released encoder. `gru_mode` picks how StepwiseGRU computes (not recorded), except
+    that 'bidirectional' is a different model: `bidirectional` records that (None: from `gru_mode`), and
+    a config rebuilt from a record with bidirectional=True runs gru_mode 'bidirectional'."""
     hidden_size: int = 1024
     num_layers: int = 3
     in_channels: int = 3
     num_joints: int = 25
     num_person: int = 2
+    bidirectional: bool | None = None
     gru_mode: str = encoders.runtime_field("stepwise")
 
     def __post_init__(self):
         encoders.check_positive(self, "hidden_size", "num_layers", "in_channels", "num_joints", "num_person")
         if self.gru_mode not in StepwiseGRU.MODES:
             raise ValueError(f"unknown gru_mode {self.gru_mode!r}; expected one of {StepwiseGRU.MODES}")
+        true_bidirectional = self.gru_mode == "bidirectional"
+        if self.bidirectional is None:
+            self.bidirectional = true_bidirectional
+        elif self.bidirectional and self.gru_mode == "stepwise":
+            self.gru_mode = "bidirectional"
+        elif self.bidirectional != true_bidirectional:
+            model = "a true bidirectional GRU" if self.bidirectional else "the released stepwise BiGRU"
+            raise ValueError(f"--gru-mode {self.gru_mode} does not compute the recorded model, {model} "
+                             f"(encoder config bidirectional={self.bidirectional})")
 
     @staticmethod
     def layout_fields(layout: graph.Layout) -> dict:
@@ -159,9 +171,9 @@ class BiGRUEncoder(encoders.Encoder):
     Config = BiGRUConfig
     FLAGS = (encoders.EncoderFlag("hidden_size", "--hidden-size", "GRU hidden size H (features are 2H)"),
              encoders.EncoderFlag("num_layers", "--gru-layers", "GRU layers"),
-             encoders.EncoderFlag("gru_mode", "--gru-mode", "how StepwiseGRU computes; a run-time choice that "
-                                  "checkpoints do not record ('bidirectional' is a different model: pass it "
-                                  "again when evaluating)", choices=StepwiseGRU.MODES))
+             encoders.EncoderFlag("gru_mode", "--gru-mode", "how StepwiseGRU computes; a run-time choice, "
+                                  "except 'bidirectional', a different model, which checkpoints record",
+                                  choices=StepwiseGRU.MODES))
 
     def __init__(self, num_class: int, config: BiGRUConfig | dict | None = None, mlp: bool = False,
                  **overrides):

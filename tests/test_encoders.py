@@ -167,6 +167,7 @@ def test_shared_flag_resolves_per_encoder():
 def test_records_leave_runtime_options_out_and_reject_unknown_fields():
     record = cmd_model.encoder_record("bigru", cmd_model.make_encoder_config("bigru", gru_mode="loop"))
     assert "gru_mode" not in record["encoder_config"] and record["encoder_config"]["hidden_size"] == 1024
+    assert record["encoder_config"]["bidirectional"] is False
     with pytest.raises(ValueError, match="unknown STGCNConfig field.*'depth'"):
         cmd_model.make_encoder_config("stgcn", {"depth": 3})
     with pytest.raises(ValueError, match="base_channels must be a positive integer"):
@@ -258,3 +259,29 @@ def test_stgcn_features_are_symmetric_in_the_persons():
     enc = small("stgcn").eval()
     x = clips(n=2, t=32)
     torch.testing.assert_close(enc.features(x), enc.features(x.flip(-1)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_true_bidirectional_gru_is_recorded_and_rebuilt_from_the_record():
+    """'bidirectional' is a different model (not a way to compute the released one): the record keeps it."""
+    trained = cmd_model.make_encoder_config("bigru", hidden_size=8, gru_mode="bidirectional")
+    record = cmd_model.encoder_record("bigru", trained)["encoder_config"]
+    assert record["bidirectional"] is True and "gru_mode" not in record
+    rebuilt = cmd_model.make_encoder_config("bigru", record)
+    assert rebuilt.gru_mode == "bidirectional"
+    torch.manual_seed(0)
+    a = cmd_model.build_encoder("bigru", 5, config=trained)
+    b = cmd_model.build_encoder("bigru", 5, config=rebuilt)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 6, 25, 2)
+    a.eval(), b.eval()
+    torch.testing.assert_close(b.features(x), a.features(x), rtol=0, atol=0)
+    released = cmd_model.build_encoder("bigru", 5, hidden_size=8)
+    released.load_state_dict(a.state_dict())  # same weights, the released model: other features
+    assert not torch.allclose(released.eval().features(x), a.features(x), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="--gru-mode custom does not compute the recorded model, a true "
+                                         "bidirectional GRU"):
+        cmd_model.make_encoder_config("bigru", record, gru_mode="custom")
+    with pytest.raises(ValueError, match="--gru-mode bidirectional does not compute the recorded model, the "
+                                         "released stepwise BiGRU"):
+        cmd_model.make_encoder_config("bigru", {"hidden_size": 8, "bidirectional": False},
+                                      gru_mode="bidirectional")
