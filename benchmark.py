@@ -256,8 +256,8 @@ def _time_train_steps(args, torch, model, grus, device, amp_dtype) -> dict:
     n, t = args.batch_size, args.frames
     x_q = torch.randn(n, 3, t, 25, 2, device=device)
     x_k = torch.randn(n, 3, t, 25, 2, device=device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
-                                weight_decay=1e-4)
+    import training  # noqa: PLC0415
+    optimizer = training.sgd(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # as pretraining
     encoder_seq = torch.randn(n, t, 150, device=device) if grus else None
 
     def autocast():

@@ -24,9 +24,10 @@ def momentum_update(key_encoder: nn.Module, query_encoder: nn.Module, m: float) 
     for pk, pq in zip(key_params, query_params):
         if pk.shape != pq.shape:
             raise ValueError(f"momentum update: key parameter {tuple(pk.shape)} vs query {tuple(pq.shape)}")
-    # Same arithmetic as the released code (`p_k * m + p_q * (1 - m)`), one fused call per list.
+    # The released arithmetic (`p_k * m + p_q * (1 - m)`), in place: no temporary copy of the parameters
+    # (150 M floats at the paper's size).
     torch._foreach_mul_(key_params, m)
-    torch._foreach_add_(key_params, torch._foreach_mul(query_params, 1.0 - m))
+    torch._foreach_add_(key_params, query_params, alpha=1.0 - m)
 
 
 @torch.no_grad()

@@ -325,7 +325,7 @@ def build_optimizer(cfg: Config, model: nn.Module):
     """SGD as released, and the GradScaler that float16 autocast needs (disabled otherwise: bfloat16 has
     float32's range)."""
     a = cfg.args
-    optimizer = torch.optim.SGD(model.parameters(), a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+    optimizer = training.sgd(model.parameters(), a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
     return optimizer, torch.amp.GradScaler("cuda", enabled=cfg.amp_dtype == torch.float16)
 
 

@@ -122,7 +122,8 @@ def test_run_writes_checkpoints_logs_config_and_events(data_dir, tmp_path):
     assert isinstance(ckpt["args"], dict)
     assert ckpt["args"]["hidden_size"] == 16 and ckpt["args"]["encoder"] == "bigru"
     assert ckpt["encoder"] == "bigru" and ckpt["encoder_config"] == {  # what evaluation rebuilds from
-        "hidden_size": 16, "num_layers": 3, "in_channels": 3, "num_joints": 25, "num_person": 2}
+        "hidden_size": 16, "num_layers": 3, "in_channels": 3, "num_joints": 25, "num_person": 2,
+        "bidirectional": False}
     assert {"state_dict", "optimizer", "rng"} <= set(ckpt)
     model = cmd_model.CMD(hidden_size=16, K=24, topk=8, mlp=True)
     checkpoints.load_pretraining_weights(model, ckpt["state_dict"])          # strict, released key names
@@ -521,3 +522,25 @@ def test_amp_bfloat16_close_to_float32_for_a_few_steps(data_dir, tmp_path, monke
         assert all(p.dtype == torch.float32 for p in run.model.parameters())
     for name in ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim"):
         assert records[True][name] == pytest.approx(records[False][name], rel=3e-2), name
+
+
+def test_training_sgd_is_the_released_sgd_update():
+    """training.sgd (fused where the device has the kernel) against torch.optim.SGD's default loop, with
+    momentum, weight decay, a frozen parameter and a changing learning rate."""
+    torch.manual_seed(0)
+    params = [torch.randn(33, 17), torch.randn(17), torch.randn(5, 3)]
+    runs = []
+    for make in (training.sgd, lambda p, lr, **kw: torch.optim.SGD(p, lr, foreach=False, **kw)):
+        ps = [torch.nn.Parameter(p.clone()) for p in params]
+        ps[2].requires_grad_(False)
+        opt = make(ps, 0.1, momentum=0.9, weight_decay=1e-4)
+        for step in range(4):
+            for i, p in enumerate(ps[:2]):
+                p.grad = torch.sin(p.detach() * (step + 1) + i)
+            training.set_learning_rate(opt, 0.1 / (step + 1))
+            opt.step()
+        runs.append(ps)
+    for a, b in zip(*runs):
+        # float32 steps; the fused kernel may round once where the loop rounds twice
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.equal(runs[0][2], params[2])
