@@ -16,14 +16,13 @@ all time steps. PyTorch's GRU equations exactly:
     h' = (1 - z) * n + z * h          (computed as lerp(n, h, z) = n + z * (h - n))
 
 Inside the recurrence the states are feature-major, `(directions, H, N)`, so the per-step product is
-`W_hh (3H, H) @ h (H, N)`: with the small batch as the narrow side, MKL ran it in 1.25 ms against
-2.91 ms for `h (N, H) @ W_hh^T` (H=1024, N=16, one direction, 2 threads, the 2-core development
-CPU). The two directions share one batched product per step while their recurrent weights are
-small; above `BATCHED_DIRECTIONS_MAX_HIDDEN` each direction runs its whole sequence alone, which
-keeps one direction's weights (12 MB at H=1024) in the cache across the steps (`python benchmark.py
-gru` times both ways). The input projections are written straight into per-direction blocks and the
-weight gradients come out per direction, so no weight is concatenated or copied per call (but the
-transposed W_hh for the backward pass).
+`W_hh (3H, H) @ h (H, N)`, the form in which MKL ran one direction's product fastest in isolation
+(1.25 ms against 2.91 ms for `h (N, H) @ W_hh^T`; H=1024, N=16, 2 threads, the 2-core development
+CPU; inside a whole encoder pass the difference mostly disappears). The two directions share one
+batched product per step up to `BATCHED_DIRECTIONS_MAX_HIDDEN` and run one after the other above it.
+The input projections are written straight into per-direction blocks and the weight gradients come
+out per direction, so no weight is concatenated or copied per call (but the transposed W_hh for the
+backward pass).
 
 `cudnn_pair_gru` (CUDA): cuDNN's fused GRU, one call per direction, with the weights of each
 layer-direction laid out once in a flat buffer of its own (`relayout_for_cudnn`), so that cuDNN uses
@@ -42,6 +41,10 @@ import torch.nn as nn
 aten = torch.ops.aten
 
 # Directions batched in one product per step up to this hidden size, one after the other above it.
+# Measured with `python benchmark.py gru` on the 2-core development CPU (2 threads, quiet), one encoder's
+# forward+backward+no-grad forward, batched / one after the other: H=256 0.36 / 0.46 s, H=512 1.05 /
+# 1.08 s, H=1024 4.01 / 3.94 s. (Running the two directions at once in two threads, one intra-op thread
+# each, was slower or equal at every size: 0.50, 1.11, 4.01 s.)
 BATCHED_DIRECTIONS_MAX_HIDDEN = 512
 
 
