@@ -32,13 +32,13 @@ def direction_grouping(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("mode", ["stepwise", "custom", "fused"])
+@pytest.mark.parametrize("mode,direction_grouping", [("stepwise", "batched"), ("custom", "batched"),
+                                                     ("custom", "split"), ("fused", "batched")],
+                         indirect=["direction_grouping"])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("n,t,hidden", [(4, 7, 16), (1, 9, 24), (3, 1, 8)])
 def test_released_semantics_equal_loop_features_loss_and_gradients(mode, train, n, t, hidden,
                                                                    direction_grouping):
-    if mode == "fused" and direction_grouping == "split":
-        pytest.skip("the grouping concerns the custom function only")
     fast, ref = encoders(mode, hidden)
     fast.train(train), ref.train(train)
     x = torch.randn(n, 3, t, 25, 2, generator=torch.Generator().manual_seed(1))
