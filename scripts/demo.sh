@@ -6,7 +6,8 @@
 #
 # 1. creates or reuses .venv as scripts/test.sh does (unless PYTHON names an interpreter to use),
 # 2. generates and prepares the synthetic set (prepare_data.py synthetic, cross-subject split),
-# 3. pretrains CMD (pretrain_cmd.py: the released loss, augmentations and SGD; a small BiGRU),
+# 3. pretrains CMD (pretrain_cmd.py: the released loss, augmentations and SGD; a small BiGRU, or a small
+#    ST-GCN with DEMO_ENCODER=stgcn),
 # 4. evaluates CMD's encoder and a randomly initialised one (--pretrained none) with linear evaluation
 #    and 1-NN, on the joint view and the 3-stream fusion, and the raw coordinates with 1-NN,
 # 5. prints one table (also written as summary.json) and where everything is.
@@ -19,6 +20,12 @@
 # too slow for 450 steps: the keys would stay close to their random start), DEMO_BATCH [64],
 # DEMO_LINEAR_EPOCHS [20], DEMO_SEED [0] (data, initialisation, augmentation); DEMO_QUICK=1 is a tiny
 # run (a minute) that checks the machinery, not the method.
+#
+# DEMO_ENCODER [bigru] picks the encoder of CMD and of the random baseline: bigru (the recipe above) or
+# stgcn (about 14 minutes on 2 CPU cores), with its own defaults, measured in docs/model.md ("Synthetic
+# check"): DEMO_STGCN_BASE [4] width of blocks 1-4, DEMO_HIDDEN [32] width of the last block,
+# DEMO_EPOCHS [10], DEMO_BATCH [32], DEMO_LR [0.1], DEMO_QUEUE [512], DEMO_TOPK [128],
+# DEMO_KEY_MOMENTUM [0.99]; the random ST-GCN has the same sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -27,6 +34,17 @@ if [ -n "${DEMO_QUICK:-}" ]; then
     : "${DEMO_CLIPS:=150}" "${DEMO_EPOCHS:=1}" "${DEMO_HIDDEN:=8}" "${DEMO_QUEUE:=32}" "${DEMO_TOPK:=8}"
     : "${DEMO_BATCH:=16}" "${DEMO_LINEAR_EPOCHS:=1}"
 fi
+ENCODER=${DEMO_ENCODER:-bigru}
+case $ENCODER in
+    bigru) ;;
+    stgcn)
+        if [ -n "${DEMO_QUICK:-}" ]; then : "${DEMO_STGCN_BASE:=2}"; fi
+        : "${DEMO_STGCN_BASE:=4}" "${DEMO_HIDDEN:=32}" "${DEMO_EPOCHS:=10}" "${DEMO_BATCH:=32}"
+        : "${DEMO_LR:=0.1}" "${DEMO_QUEUE:=512}" "${DEMO_TOPK:=128}" "${DEMO_KEY_MOMENTUM:=0.99}" ;;
+    *)
+        echo "demo.sh: DEMO_ENCODER=$ENCODER: expected bigru or stgcn" >&2
+        exit 2 ;;
+esac
 CLIPS=${DEMO_CLIPS:-1500}
 EPOCHS=${DEMO_EPOCHS:-30}
 HIDDEN=${DEMO_HIDDEN:-64}
@@ -37,6 +55,15 @@ KEY_MOMENTUM=${DEMO_KEY_MOMENTUM:-0.99}
 BATCH=${DEMO_BATCH:-64}
 LINEAR_EPOCHS=${DEMO_LINEAR_EPOCHS:-20}
 SEED=${DEMO_SEED:-0}
+# the encoder's flags, given to every pretraining and evaluation command (CMD's and the random one's)
+if [ "$ENCODER" = stgcn ]; then
+    STGCN_BASE=$DEMO_STGCN_BASE
+    ENCODER_FLAGS=(--encoder stgcn --stgcn-base-channels "$STGCN_BASE" --hidden-size "$HIDDEN")
+    ENCODER_NAME="ST-GCN base $STGCN_BASE, last $HIDDEN"
+else
+    ENCODER_FLAGS=(--hidden-size "$HIDDEN")
+    ENCODER_NAME="BiGRU H=$HIDDEN"
+fi
 
 # --- the run folder
 if [ -n "${DEMO_RUN_DIR:-}" ]; then
@@ -96,7 +123,7 @@ stage "generating and preparing $CLIPS synthetic clips" "$LOGS/prepare_data.log"
 evaluate() {  # evaluate NAME PRETRAINED VIEW: 1-NN (with a t-SNE picture on the joint view) and linear
     local name=$1 pretrained=$2 view=$3 tsne=()
     local common=(--finetune-dataset synthetic --protocol cross_subject --data-dir "$DATA" --device "$DEVICE"
-                  -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --view "$view")
+                  -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --view "$view")
     if [ "$view" = joint ]; then tsne=(--tsne "$RUN/tsne_joint_$name.png"); fi
     "$PY" knn_eval.py --pretrained "$pretrained" "${common[@]}" --output "$RESULTS/knn_${view}_$name.json" \
         ${tsne[@]+"${tsne[@]}"} || return 1
@@ -136,10 +163,10 @@ side_by_side() {  # side_by_side "TITLE" LOG1 "CMD1" LOG2 "CMD2": two jobs at on
 # One thread per job and two jobs at a time: the small BiGRU gains little from a second thread, and
 # two threads spin against each other when anything else runs on the machine.
 CHECKPOINT=$CKPT/checkpoint_$(printf %04d $(( EPOCHS - 1 ))).pth.tar
-side_by_side "pretraining CMD (BiGRU H=$HIDDEN, $EPOCHS epochs, queue $QUEUE, top-k $TOPK), \
+side_by_side "pretraining CMD ($ENCODER_NAME, $EPOCHS epochs, queue $QUEUE, top-k $TOPK), \
 meanwhile evaluating a random encoder and the raw coordinates" "$LOGS/pretrain.log" \
     '"$PY" pretrain_cmd.py --pre-dataset synthetic --protocol cross_subject --data-dir "$DATA" \
-        --device "$DEVICE" -j "$WORKERS" --seed "$SEED" --hidden-size "$HIDDEN" --mlp \
+        --device "$DEVICE" -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --mlp \
         --contrast-k "$QUEUE" --topk "$TOPK" --contrast-m "$KEY_MOMENTUM" --lr "$LR" --batch-size "$BATCH" \
         --epochs "$EPOCHS" --schedule $(( EPOCHS * 4 / 5 )) --save-freq "$EPOCHS" \
         --checkpoint-path "$CKPT" --log-dir "$TB"' \
@@ -149,10 +176,14 @@ side_by_side "evaluating CMD's encoder on the joint view and on the 3-stream fus
     "$LOGS/eval_cmd_all.log" 'evaluate cmd "$CHECKPOINT" all'
 
 echo
-echo "== synthetic cross-subject, test split; top-1 accuracy (%)"
+if [ "$ENCODER" = bigru ]; then
+    echo "== synthetic cross-subject, test split; top-1 accuracy (%)"
+else
+    echo "== synthetic cross-subject, test split; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME"
+fi
 "$PY" scripts/demo_summary.py "$RESULTS" --output "$RUN/summary.json"
 "$PY" scripts/plot_training_curves.py "$CKPT/log.jsonl" "$RUN/training_curves.png" \
-    --title "CMD pretraining, synthetic cross-subject, BiGRU H=$HIDDEN, queue $QUEUE, top-k $TOPK" >/dev/null
+    --title "CMD pretraining, synthetic cross-subject, $ENCODER_NAME, queue $QUEUE, top-k $TOPK" >/dev/null
 elapsed=$(( $(date +%s) - started ))
 cat <<EOF
 

@@ -102,10 +102,11 @@ def test_summary_rejects_duplicates_and_empty_folders(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- demo.sh
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_demo_script_end_to_end_tiny(tmp_path):
+@pytest.mark.parametrize("encoder", ["bigru", "stgcn"])
+def test_demo_script_end_to_end_tiny(tmp_path, encoder):
     run = tmp_path / "run"
     env = dict(os.environ, DEMO_QUICK="1", DEMO_RUN_DIR=str(run), PYTHON=sys.executable, OMP_NUM_THREADS="1",
-               CUDA_VISIBLE_DEVICES="")
+               CUDA_VISIBLE_DEVICES="", DEMO_ENCODER=encoder)
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -125,6 +126,27 @@ def test_demo_script_end_to_end_tiny(tmp_path):
         assert (run / path).is_file(), path
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert "| joint | linear top-1 |" in proc.stdout and "--logdir" in proc.stdout
+    # CMD and the random baseline are the chosen encoder, with the same sizes (quick mode: hidden 8;
+    # ST-GCN base 2), and the titles say which
+    expected = ({"encoder": "bigru", "hidden_size": 8} if encoder == "bigru"
+                else {"encoder": "stgcn", "hidden_size": 8, "base_channels": 2})
+    ckpt = torch.load(run / "checkpoints" / "checkpoint_0000.pth.tar", map_location="cpu", weights_only=False)
+    assert ckpt["encoder"] == expected["encoder"]
+    for path in (run / "results").glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["checkpoint"] == "raw":
+            continue
+        assert record["encoder"] == expected["encoder"], path
+        for key, value in expected.items():
+            if key != "encoder":
+                assert ckpt["encoder_config"][key] == value
+                assert record["encoder_config"][key] == value, (path, key)
+    title = "BiGRU H=8" if encoder == "bigru" else "ST-GCN base 2, last 8"
+    assert f"pretraining CMD ({title}," in proc.stdout
+    if encoder == "stgcn":
+        assert f"top-1 accuracy (%); CMD and random encoder: {title}" in proc.stdout
+    else:                                     # the BiGRU demo's output is as before
+        assert "== synthetic cross-subject, test split; top-1 accuracy (%)\n" in proc.stdout
     # a run folder that exists is refused, before any work
     again = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], env=env, capture_output=True,
                            text=True, timeout=60)
