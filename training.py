@@ -1,6 +1,6 @@
 """What the training loops of pretraining (pretrain_cmd.py) and action classification share: the
-optimizer, the learning-rate schedule, and the checkpoints of a run folder (which one a resume continues from, whether
-it belongs to this run, writing them)."""
+optimizer, the learning-rate schedule, and the checkpoints of a run folder (which one a resume
+continues from, whether it belongs to this run, writing them)."""
 from __future__ import annotations
 
 import math
