@@ -414,6 +414,7 @@ def run_gru(args) -> dict:
     runtime.set_threads(args.threads)
     groupings = {"batched": 10 ** 9, "split": 0}
     chosen = bigru.BATCHED_DIRECTIONS_MAX_HIDDEN
+    defaults = {h: "batched" if bigru.direction_groups(h) == ((0, 1),) else "split" for h in args.hidden_size}
     result = {"threads": torch.get_num_threads(), "batch_size": args.batch_size, "frames": args.frames,
               "layers": args.layers, "batched_directions_max_hidden": chosen, "sizes": {}}
     print(f"BiGRU encoder on the CPU ({torch.get_num_threads()} threads): batch {args.batch_size}, "
@@ -440,7 +441,7 @@ def run_gru(args) -> dict:
             result["sizes"][h] = {}
             for name, runs in times.items():
                 best = [min(run[i] for run in runs) for i in range(3)]
-                default = name == ("batched" if h <= chosen else "split")
+                default = name == defaults[h]
                 result["sizes"][h][name] = {"forward_s": best[0], "backward_s": best[1], "no_grad_s": best[2],
                                             "default": default}
                 print(f"{h:>6} {name:<10}{best[0]:>9.3f}{best[1]:>10.3f}{best[2]:>9.3f}{sum(best):>8.3f}  "

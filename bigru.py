@@ -122,8 +122,7 @@ def _pair_backward(grad_out, x, weights, saved):
     da_n = x.new_empty(t_len, 2, h_size, n)                          # grad of n's pre-activation
     for group in direction_groups(h_size):
         ds = slice(group[0], group[-1] + 1)
-        w_t = torch.stack([w_hh[d].t() for d in group]) if len(group) > 1 else \
-            w_hh[group[0]].t().contiguous().unsqueeze(0)             # (D, H, 3H)
+        w_t = _stacked([w.t() for w in w_hh], group).contiguous()    # (D, H, 3H)
         dh = dy[t_len - 1, ds].clone()
         for t in range(t_len - 1, -1, -1):
             if t < t_len - 1:
