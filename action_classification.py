@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-import benchmarks
+import dataset_table
 import cli_errors
 import dataset
 import evaluation
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_common_arguments(parser,
-                                    benchmarks.protocol_names() + tuple(p + SEMI_SUFFIX
-                                                                        for p in benchmarks.protocol_names()))
+                                    dataset_table.protocol_names() + tuple(p + SEMI_SUFFIX
+                                                                        for p in dataset_table.protocol_names()))
     parser.add_argument("--lr", "--learning-rate", type=float, default=None,
                         help="initial learning rate (default 0.1 for linear evaluation, 0.01 with "
                              "--finetune, as in the released scripts)")

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-import prepare_data
+import readers
 from released_reference import loop_pre_normalization, loop_read_xyz
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -68,19 +68,19 @@ def run_data(args) -> dict:
         synthetic.generate(tmp.name, num_clips=args.synthetic_clips, seed=0)
         files = sorted(glob.glob(os.path.join(tmp.name, "*.skeleton")))
         source = f"synthetic ({len(files)} generated files)"
-    clips = [prepare_data.to_fixed_length(prepare_data.select_bodies(prepare_data.read_ntu_skeleton(f)[0]))
+    clips = [readers.to_fixed_length(readers.ntu.select_bodies(readers.ntu.read_ntu_skeleton(f)[0]))
              for f in files]
     # the two versions agree before we compare their speed
     for clip, path in zip(clips, files):
-        reference = loop_pre_normalization(prepare_data.to_fixed_length(loop_read_xyz(path)[0])[None])[0]
-        if not np.allclose(prepare_data.pre_normalize(clip), reference, atol=1e-5):
+        reference = loop_pre_normalization(readers.to_fixed_length(loop_read_xyz(path)[0])[None])[0]
+        if not np.allclose(readers.pre_normalize(clip), reference, atol=1e-5):
             raise AssertionError(f"vectorised and loop preprocessing disagree on {path}")
     timings = {
         "parser": {"loop": _timed(loop_read_xyz, files, args.repeats),
-                   "vectorised": _timed(lambda f: prepare_data.select_bodies(
-                       prepare_data.read_ntu_skeleton(f)[0]), files, args.repeats)},
+                   "vectorised": _timed(lambda f: readers.ntu.select_bodies(
+                       readers.ntu.read_ntu_skeleton(f)[0]), files, args.repeats)},
         "preprocessing": {"loop": _timed(lambda c: loop_pre_normalization(c[None]), clips, args.repeats),
-                          "vectorised": _timed(prepare_data.pre_normalize, clips, args.repeats)},
+                          "vectorised": _timed(readers.pre_normalize, clips, args.repeats)},
     }
     result = {"source": source, "files": len(files), "repeats": args.repeats, "machine": platform.processor()
               or platform.machine(), "cpu_count": os.cpu_count(), "stages": {}}

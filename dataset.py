@@ -1,6 +1,6 @@
 """Prepared skeleton data: the on-disk format and its checks, and the feeders.
 
-On disk, one folder per benchmark (`<data_dir>/<dataset>/<xsub|xview|xsetup>/`, benchmarks.py) holds, per
+On disk, one folder per benchmark (`<data_dir>/<dataset>/<xsub|xview|xsetup>/`, dataset_table.py) holds, per
 part (`train`, `val`), the three files written by `prepare_data.py` (SPEC section 6):
 `{part}_data_joint.npy` float32 (N, 3, CLIP_FRAMES=300, V, NUM_PERSONS=2) with V the joints of the
 dataset's layout (NTU: 25), `{part}_label.pkl` = (sample_names, labels) and `{part}_num_frame.npy`
@@ -121,7 +121,7 @@ def _read_labels(path: str) -> tuple[list[str], np.ndarray]:
 
 def load_split(folder: str, part: str, num_class: int | None = None, layout: str = "ntu") -> SkeletonSplit:
     """Memory-map one part of a prepared benchmark and check that its three files agree with each other,
-    with the joints of `layout` and (when given, benchmarks.DatasetEntry.num_class) with `num_class`.
+    with the joints of `layout` and (when given, dataset_table.DatasetEntry.num_class) with `num_class`.
     Without `num_class` (a custom folder) the split's num_class is its largest label + 1."""
     layout = graph.get_layout(layout)
     num_joints = layout.num_joints

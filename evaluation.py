@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import benchmarks
+import dataset_table
 import checkpoints
 import cmd_model
 import dataset
@@ -36,10 +36,10 @@ def add_common_arguments(parser, protocols=None) -> None:
     parser.add_argument("--pretrained", required=True, metavar="PATH|none",
                         help="pretraining checkpoint (ours or a released checkpoint_0450.pth.tar); "
                              "'none' evaluates a randomly initialised encoder")
-    parser.add_argument("--finetune-dataset", default="ntu60", choices=benchmarks.dataset_names(),
+    parser.add_argument("--finetune-dataset", default="ntu60", choices=dataset_table.dataset_names(),
                         help="benchmark to evaluate on; 'custom' reads --data-dir itself")
     parser.add_argument("--protocol", default="cross_subject",
-                        choices=protocols or benchmarks.protocol_names())
+                        choices=protocols or dataset_table.protocol_names())
     parser.add_argument("--data-dir", default="./data",
                         help="root of the prepared data (see prepare_data.py)")
     parser.add_argument("--view", default="joint", choices=cmd_model.CMDClassifier.VIEWS,
@@ -91,9 +91,9 @@ def device_from_args(args) -> torch.device:
 # data
 
 
-def load_benchmark(args) -> tuple[benchmarks.Benchmark, dataset.SkeletonSplit, dataset.SkeletonSplit]:
+def load_benchmark(args) -> tuple[dataset_table.Benchmark, dataset.SkeletonSplit, dataset.SkeletonSplit]:
     """The benchmark, its training split and its test split ('val' on disk); num_class filled in."""
-    benchmark = benchmarks.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
+    benchmark = dataset_table.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
     train_split, test_split = (dataset.load_split(benchmark.folder, part, benchmark.num_class,
                                                   benchmark.layout) for part in ("train", "val"))
     for split in (train_split, test_split):
@@ -220,7 +220,7 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     config = resolve_model_config(args, source)
     model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], view=args.view,
                                     encoder_config=config["encoder_config"],
-                                    layout=benchmarks.layout_of(args.finetune_dataset))
+                                    layout=dataset_table.layout_of(args.finetune_dataset))
     if source.state_dict is not None:
         model.load_pretrained(source.state_dict, source=source.path)
     return model.to(device), config

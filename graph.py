@@ -55,8 +55,26 @@ _NTU_BONE_PAIRS_1BASED = (
 NTU_BONE_PAIRS = tuple((a - 1, b - 1) for a, b in _NTU_BONE_PAIRS_1BASED)
 NTU_CENTER = 20  # spine_shoulder (joint 21)
 
+# NW-UCLA (Kinect v1, 20 joints): the first 20 NTU joints without NTU's spine_shoulder (its shoulder_centre
+# sits where NTU's neck is); the bone tree of the field's NW-UCLA graph (CTR-GCN), rooted at the shoulder
+# centre as NTU's is at spine_shoulder.
+NW_UCLA_JOINT_NAMES = (
+    "hip_centre", "spine", "shoulder_centre", "head",
+    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+    "left_hip", "left_knee", "left_ankle", "left_foot",
+    "right_hip", "right_knee", "right_ankle", "right_foot",
+)
+_NW_UCLA_BONE_PAIRS_1BASED = (
+    (1, 2), (2, 3), (3, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9), (11, 10), (12, 11),
+    (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19),
+)
+NW_UCLA_BONE_PAIRS = tuple((a - 1, b - 1) for a, b in _NW_UCLA_BONE_PAIRS_1BASED)
+NW_UCLA_CENTER = 2  # shoulder_centre (joint 3)
+
 LAYOUTS = {
     "ntu": Layout("ntu", NTU_JOINT_NAMES, NTU_BONE_PAIRS, NTU_CENTER),
+    "nw_ucla": Layout("nw_ucla", NW_UCLA_JOINT_NAMES, NW_UCLA_BONE_PAIRS, NW_UCLA_CENTER),
 }
 
 

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import augment
-import benchmarks
+import dataset_table
 import checkpoints
 import cli_errors
 import cmd_model
@@ -101,9 +101,9 @@ def _add_released_flags(p) -> None:
                         "every encoder takes; seq-based is refused (SPEC section 7); --encoder picks the "
                         "encoder")
     p.add_argument("--pre-dataset", default="ntu60", type=str,
-                   help=f"pretraining dataset: one of {', '.join(benchmarks.dataset_names())}")
+                   help=f"pretraining dataset: one of {', '.join(dataset_table.dataset_names())}")
     p.add_argument("--protocol", default="cross_subject", type=str,
-                   help=f"split: one of {', '.join(benchmarks.protocol_names())}")
+                   help=f"split: one of {', '.join(dataset_table.protocol_names())}")
     p.add_argument("--contrast-dim", default=128, type=int, help="feature dimension of the contrastive head")
     p.add_argument("--contrast-k", default=16384, type=int, help="queue size (number of negative keys)")
     p.add_argument("--contrast-m", default=0.999, type=float, help="momentum of the key encoders")
@@ -156,7 +156,7 @@ def encoder_from_args(args):
     --skeleton-representation graph-based says) and that encoder's flags over its config defaults."""
     cmd_model.check_skeleton_representation(args.skeleton_representation, "--skeleton-representation")
     name = args.encoder or cmd_model.DEFAULT_ENCODER
-    layout = cmd_model.layout_overrides(name, benchmarks.layout_of(args.pre_dataset))
+    layout = cmd_model.layout_overrides(name, dataset_table.layout_of(args.pre_dataset))
     return name, cmd_model.make_encoder_config(name, **layout, **cmd_model.encoder_overrides(name, args))
 
 
@@ -233,7 +233,7 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
         log(f"warning: --amp: {device} has no native bfloat16 (and float16 with a GradScaler needs CUDA); "
             f"training in float32")
     try:
-        data_folder = benchmarks.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
+        data_folder = dataset_table.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load the pretraining data: {exc}") from exc
     path = store.locate(args.resume)
@@ -283,7 +283,7 @@ class Data:
 def build_data(cfg: Config) -> Data:
     a = cfg.args
     try:
-        benchmark = benchmarks.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
+        benchmark = dataset_table.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
         split = dataset.load_split(cfg.data_folder, "train", benchmark.num_class, benchmark.layout)
         dataset.require_finite(split, allow=a.allow_nonfinite)
     except (ValueError, OSError) as exc:
@@ -310,7 +310,7 @@ def build_model(cfg: Config) -> cmd_model.CMD:
         model = cmd_model.CMD(encoder=a.encoder, encoder_config=cfg.encoder_config, dim=a.contrast_dim,
                               K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
                               student_T=a.student_t, cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp,
-                              layout=benchmarks.layout_of(a.pre_dataset))
+                              layout=dataset_table.layout_of(a.pre_dataset))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     model = model.to(cfg.device)

@@ -21,6 +21,7 @@ import cli_errors
 import dataset
 import knn_eval
 import prepare_data
+import readers
 import pretrain_cmd
 import run_folder
 from helpers import (cli, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
@@ -457,9 +458,9 @@ def _ntu_text(joints_of_body=(25,), frames=2):
 def test_body_with_24_joints_is_an_error_naming_the_line_or_skipped(tmp_path, capsys):
     path = tmp_path / "S001C001P001R001A001.skeleton"
     path.write_text(_ntu_text((24,)))
-    with pytest.raises(prepare_data.SkeletonFileError,
+    with pytest.raises(readers.SkeletonFileError,
                        match=r"\.skeleton:4: body 1 of frame 1 has 24 joints"):
-        prepare_data.read_ntu_skeleton(str(path))
+        readers.ntu.read_ntu_skeleton(str(path))
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "S001C001P001R001A001.skeleton").write_text(_ntu_text((24,)))

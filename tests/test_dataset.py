@@ -1,4 +1,4 @@
-"""benchmarks.py's table; dataset.py: loading and validating the on-disk format, feeders, labelled
+"""dataset_table.py's table; dataset.py: loading and validating the on-disk format, feeders, labelled
 subsets."""
 import os
 import pickle
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import augment
-import benchmarks as B
+import dataset_table as B
 import dataset as D
 
 

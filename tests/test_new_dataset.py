@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import benchmarks
+import dataset_table
 import checkpoints
 import cmd_model
 import dataset
 import graph
 import knn_eval
 import prepare_data
+import readers
 import pretrain_cmd
 
 # a 5-joint stick figure: hip (centre), chest, head, left hand, right hand
@@ -29,8 +30,8 @@ def toy_jobs(args, entry, rules, out):
     for filename in sorted(os.listdir(args.raw_dir)):
         subject, action = (int(field[1:]) for field in filename[:-len(".npy")].split("_"))
         parts = {folder: "train" if subject % 2 else "val" for folder in rules}
-        jobs.append(prepare_data.Job("toy_npy", os.path.join(args.raw_dir, filename),
-                                     [prepare_data.Sample(filename, action - 1, parts)]))
+        jobs.append(readers.Job("toy_npy", os.path.join(args.raw_dir, filename),
+                                [readers.Sample(filename, action - 1, parts)]))
     return jobs
 
 
@@ -38,7 +39,7 @@ def read_toy(job, notes):
     xyz = np.load(job.path)                                           # (T, V, 3)
     clip = np.zeros((3, len(xyz), xyz.shape[1], dataset.NUM_PERSONS))
     clip[..., 0] = xyz.transpose(2, 0, 1)
-    return [(prepare_data.to_fixed_length(clip), len(xyz))]
+    return [(readers.to_fixed_length(clip), len(xyz))]
 
 
 def toy_arguments(parser, entry):
@@ -48,11 +49,11 @@ def toy_arguments(parser, entry):
 @pytest.fixture
 def toy_registered(monkeypatch):
     monkeypatch.setitem(graph.LAYOUTS, "toy5", TOY_LAYOUT)
-    toy = benchmarks.DatasetEntry("toy", "toy5", num_class=3, raw_format="toy_npy",
-                                  protocols={"cross_subject": benchmarks.Protocol("xsub", "odd_subjects")})
-    monkeypatch.setitem(benchmarks.ENTRIES, "toy", toy)
-    monkeypatch.setitem(prepare_data.RAW_FORMATS, "toy_npy",
-                        prepare_data.RawFormat(toy_arguments, toy_jobs, read_toy))
+    toy = dataset_table.DatasetEntry("toy", "toy5", num_class=3, raw_format="toy_npy",
+                                  protocols={"cross_subject": dataset_table.Protocol("xsub", "odd_subjects")})
+    monkeypatch.setitem(dataset_table.ENTRIES, "toy", toy)
+    monkeypatch.setitem(readers.RAW_FORMATS, "toy_npy",
+                        readers.RawFormat(toy_arguments, toy_jobs, read_toy))
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def toy_data(tmp_path, toy_registered):
 
 
 def test_the_table_gives_folder_class_count_and_layout(toy_data):
-    bench = benchmarks.resolve_benchmark("toy", "cross_subject", toy_data)
+    bench = dataset_table.resolve_benchmark("toy", "cross_subject", toy_data)
     assert (bench.folder, bench.num_class, bench.layout) == (os.path.join(toy_data, "toy", "xsub"), 3, "toy5")
     split = dataset.load_split(bench.folder, "train", bench.num_class, bench.layout)
     assert split.data.shape == (6, 3, dataset.CLIP_FRAMES, 5, dataset.NUM_PERSONS)

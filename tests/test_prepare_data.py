@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import prepare_data as P
+import readers as R
+from readers import ntu as N, pku as K
 from released_reference import loop_fixed_length, loop_pipeline, loop_pre_normalization, loop_read_xyz
 from dataset import load_split
 
@@ -46,7 +48,7 @@ def random_body(rng, num_t, scale=1.0, center=(0, 0, 3)):
 @pytest.mark.parametrize("name", NTU_SAMPLES)
 def test_ntu_parser_on_real_files(shared_data, name):
     path = os.path.join(shared_data, "ntu_samples", name + ".skeleton")
-    xyz, body_counts = P.read_ntu_skeleton(path)
+    xyz, body_counts = N.read_ntu_skeleton(path)
     reference, reference_counts = loop_read_xyz(path)
     with open(path) as f:
         header = int(f.readline())
@@ -59,7 +61,7 @@ def test_ntu_parser_on_real_files(shared_data, name):
     assert np.array_equal(body_counts, reference_counts)
     expected_bodies = 2 if name == "S001C003P008R002A058" else 1
     assert set(body_counts.tolist()) == {expected_bodies}
-    assert np.array_equal(P.select_bodies(xyz), reference)
+    assert np.array_equal(N.select_bodies(xyz), reference)
     assert np.array_equal(xyz[0, 0, 0], first_joint)
     assert not xyz[expected_bodies:].any()
 
@@ -67,7 +69,7 @@ def test_ntu_parser_on_real_files(shared_data, name):
 @pytest.mark.parametrize("name", NTU_SAMPLES)
 def test_vectorised_pipeline_equals_loop_version_on_real_files(shared_data, name):
     path = os.path.join(shared_data, "ntu_samples", name + ".skeleton")
-    clip, num_frame = P.ntu_sample(path)
+    clip, num_frame = N.ntu_sample(path)
     reference = loop_pipeline(path)
     assert clip.dtype == np.float32 and clip.shape == (3, 300, 25, 2)
     np.testing.assert_array_equal(clip, reference)
@@ -82,9 +84,9 @@ def test_vectorised_pipeline_equals_loop_version_on_real_files(shared_data, name
 
 
 def test_two_body_file_keeps_both_bodies(shared_data):
-    clip, _ = P.ntu_sample(os.path.join(shared_data, "ntu_samples", "S001C003P008R002A058.skeleton"))
+    clip, _ = N.ntu_sample(os.path.join(shared_data, "ntu_samples", "S001C003P008R002A058.skeleton"))
     assert np.abs(clip[..., 0]).sum() > 0 and np.abs(clip[..., 1]).sum() > 0
-    single, _ = P.ntu_sample(os.path.join(shared_data, "ntu_samples", "S001C001P001R001A001.skeleton"))
+    single, _ = N.ntu_sample(os.path.join(shared_data, "ntu_samples", "S001C001P001R001A001.skeleton"))
     assert not single[..., 1].any()
 
 
@@ -101,14 +103,14 @@ def test_energy_selection_keeps_the_two_most_moving_bodies_of_four(tmp_path):
     frames = [[track[t] for track in tracks] for t in range(num_t)]
     path = str(tmp_path / "S001C001P001R001A001.skeleton")
     write_ntu(path, frames)
-    xyz, counts = P.read_ntu_skeleton(path)
+    xyz, counts = N.read_ntu_skeleton(path)
     assert np.all(counts == 5)
-    selected = P.select_bodies(xyz)
+    selected = N.select_bodies(xyz)
     reference, _ = loop_read_xyz(path)
     assert np.array_equal(selected, reference)
     # energy is dominated by the spatial spread, equal for all bodies here except the static one;
     # the two largest-energy bodies among the first four are kept, in decreasing energy
-    energies = [P.body_energy(b) for b in xyz]
+    energies = [N.body_energy(b) for b in xyz]
     order = np.argsort(energies)[::-1][:2]
     np.testing.assert_array_equal(selected, xyz[order].transpose(3, 1, 2, 0))
     assert 4 not in order and 2 not in order
@@ -116,11 +118,11 @@ def test_energy_selection_keeps_the_two_most_moving_bodies_of_four(tmp_path):
 
 def test_empty_body_has_zero_energy_and_ties_follow_argsort():
     empty = np.zeros((10, 25, 3))
-    assert P.body_energy(empty) == 0
+    assert N.body_energy(empty) == 0
     xyz = np.zeros((4, 10, 25, 3))
     xyz[0] = 1.0 + np.arange(25)[None, :, None]
-    selected = P.select_bodies(xyz)
-    expected = np.argsort([P.body_energy(b) for b in xyz])[::-1][:2]
+    selected = N.select_bodies(xyz)
+    expected = np.argsort([N.body_energy(b) for b in xyz])[::-1][:2]
     np.testing.assert_array_equal(selected, xyz[expected].transpose(3, 1, 2, 0))
     assert expected[0] == 0
 
@@ -183,7 +185,7 @@ def _edge_cases():
 @pytest.mark.parametrize("case", sorted(_edge_cases()))
 def test_pre_normalize_equals_loop_version_on_edge_cases(case):
     clip = _edge_cases()[case]
-    out = P.pre_normalize(clip.copy())
+    out = R.pre_normalize(clip.copy())
     reference = loop_pre_normalization(clip[None].copy())[0]
     # Both rotate in float64 and store float32 (values up to ~2): the second rotation's matrix comes from
     # the first's float32 result, so a 1-ulp difference there (1.2e-7 at 1) moves the output by about as
@@ -195,7 +197,7 @@ def test_pre_normalize_equals_loop_version_on_edge_cases(case):
 
 def test_fill_rule_repeats_the_clip_cyclically():
     clip = _edge_cases()["empty_first_frames"]
-    out = P.pre_normalize(clip.copy())
+    out = R.pre_normalize(clip.copy())
     n = 120 - 7                                           # valid frames after moving them to the front
     np.testing.assert_array_equal(out[:, n:2 * n], out[:, :n])
     np.testing.assert_array_equal(out[:, 2 * n:300], out[:, :300 - 2 * n])
@@ -229,8 +231,8 @@ def _valid_text(num_frames=2):
 ])
 def test_malformed_ntu_files_name_file_line_and_expectation(tmp_path, mutate, line, expected):
     path = _write(tmp_path / "S001C001P001R001A001.skeleton", mutate(_valid_text()))
-    with pytest.raises(P.SkeletonFileError) as info:
-        P.read_ntu_skeleton(path)
+    with pytest.raises(R.SkeletonFileError) as info:
+        N.read_ntu_skeleton(path)
     message = str(info.value)
     assert message.startswith(f"{path}:")
     assert expected in message
@@ -240,7 +242,7 @@ def test_malformed_ntu_files_name_file_line_and_expectation(tmp_path, mutate, li
 
 def test_valid_crafted_file_parses(tmp_path):
     path = _write(tmp_path / "S001C001P001R001A001.skeleton", _valid_text())
-    xyz, counts = P.read_ntu_skeleton(path)
+    xyz, counts = N.read_ntu_skeleton(path)
     assert xyz.shape == (4, 2, 25, 3) and counts.tolist() == [1, 1]
     np.testing.assert_array_equal(xyz[0, :, :, :], np.broadcast_to([0.1, 0.2, 3.0], (2, 25, 3)))
 
@@ -248,14 +250,14 @@ def test_valid_crafted_file_parses(tmp_path):
 def test_malformed_pku_file(tmp_path):
     good = " ".join(["0.5"] * 150)
     path = _write(tmp_path / "0001-L.txt", f"{good}\n{good}\n" + " ".join(["0.5"] * 149) + "\n")
-    with pytest.raises(P.SkeletonFileError, match=r"0001-L.txt:3: expected 150 numbers .* got 149"):
-        P.read_pku_skeleton(path)
+    with pytest.raises(R.SkeletonFileError, match=r"0001-L.txt:3: expected 150 numbers .* got 149"):
+        K.read_pku_skeleton(path)
     path = _write(tmp_path / "0001-L.txt", f"{good}\n" + good.replace("0.5", "nope", 1) + "\n")
-    with pytest.raises(P.SkeletonFileError, match=r"0001-L.txt:2: expected a number, got 'nope'"):
-        P.read_pku_skeleton(path)
+    with pytest.raises(R.SkeletonFileError, match=r"0001-L.txt:2: expected a number, got 'nope'"):
+        K.read_pku_skeleton(path)
     labels = _write(tmp_path / "labels.txt", "1,10,20,1\n3,x,40,1\n")
-    with pytest.raises(P.SkeletonFileError, match=r"labels.txt:2: expected 'action,start,end,confidence'"):
-        P.read_pku_labels(labels)
+    with pytest.raises(R.SkeletonFileError, match=r"labels.txt:2: expected 'action,start,end,confidence'"):
+        K.read_pku_labels(labels)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -281,7 +283,7 @@ def test_ntu60_conversion_of_real_files(shared_data, tmp_path):
                 stem = name[:-len(".skeleton")]
                 subject, camera = int(stem[9:12]), int(stem[5:8])
                 if bench == "xsub":
-                    assert (part == "train") == (subject in P.TRAIN_SUBJECTS)
+                    assert (part == "train") == (subject in N.TRAIN_SUBJECTS)
                 else:
                     assert (part == "train") == (camera in (2, 3))
                 assert split.labels[i] == int(stem[-3:]) - 1
@@ -299,19 +301,19 @@ def test_ntu60_conversion_of_real_files(shared_data, tmp_path):
 
 def test_missing_list_with_or_without_header(shared_data, tmp_path):
     official = os.path.join(shared_data, "ntu_missing_lists", "NTU_RGBD_samples_with_missing_skeletons.txt")
-    with_header = P.read_missing_list(official)
+    with_header = N.read_missing_list(official)
     assert len(with_header) == 302
     bare = tmp_path / "bare.txt"
     with open(official) as f:
         bare.write_text("".join(f.readlines()[3:]))
-    assert P.read_missing_list(str(bare)) == with_header
-    shipped = P.read_missing_list(P.MISSING_LISTS["ntu60"])
+    assert N.read_missing_list(str(bare)) == with_header
+    shipped = N.read_missing_list(N.MISSING_LISTS["ntu60"])
     assert shipped == with_header
-    assert len(P.read_missing_list(P.MISSING_LISTS["ntu120"])) == 535
+    assert len(N.read_missing_list(N.MISSING_LISTS["ntu120"])) == 535
     bad = tmp_path / "bad.txt"
     bad.write_text("S001C002P005R002A008\nnot a name\n")
-    with pytest.raises(P.SkeletonFileError, match=r"bad.txt:2: expected a sample name"):
-        P.read_missing_list(str(bad))
+    with pytest.raises(R.SkeletonFileError, match=r"bad.txt:2: expected a sample name"):
+        N.read_missing_list(str(bad))
 
 
 def test_missing_samples_are_skipped(shared_data, tmp_path):
@@ -331,7 +333,7 @@ def test_skip_bad_reports_and_skips(shared_data, tmp_path):
     raw = tmp_path / "raw"
     _link_samples(shared_data, raw, NTU_SAMPLES)
     bad = _write(raw / "S001C001P002R001A001.skeleton", _valid_text().replace("0.2 3.0", "0.2 zz", 1))
-    with pytest.raises(P.SkeletonFileError, match=r"S001C001P002R001A001.skeleton:5: expected a number"):
+    with pytest.raises(R.SkeletonFileError, match=r"S001C001P002R001A001.skeleton:5: expected a number"):
         P.main(["ntu60", "--raw-dir", str(raw), "--out", str(tmp_path / "a"), "--workers", "1"])
     report = P.main(["ntu60", "--raw-dir", str(raw), "--out", str(tmp_path / "b"), "--workers", "2",
                      "--skip-bad"])
@@ -360,17 +362,17 @@ def test_empty_inputs_are_errors(shared_data, tmp_path):
 
 def test_pku_files_labels_and_splits(shared_data):
     root = os.path.join(shared_data, "pku_mmd_v1_samples")
-    video = P.read_pku_skeleton(os.path.join(root, "skeleton", "0005-L.txt"))
+    video = K.read_pku_skeleton(os.path.join(root, "skeleton", "0005-L.txt"))
     with open(os.path.join(root, "skeleton", "0005-L.txt")) as f:
         lines = [line for line in f if line.strip()]
     first = np.array(lines[0].split(), dtype=np.float64).reshape(2, 25, 3)
     assert video.shape == (3, len(lines), 25, 2)
     np.testing.assert_array_equal(video[:, 0], first.transpose(2, 1, 0))
-    rows = P.read_pku_labels(os.path.join(root, "label", "0299-L.txt"))
+    rows = K.read_pku_labels(os.path.join(root, "label", "0299-L.txt"))
     assert len(rows) == 8 and rows[0] == (15, 302, 434)
-    train, val = P.read_pku_split(os.path.join(root, "cross-subject.txt"))
+    train, val = K.read_pku_split(os.path.join(root, "cross-subject.txt"))
     assert "0005-L" in train and "0299-L" in val and "0299-L" not in train
-    train_v, val_v = P.read_pku_split(os.path.join(root, "cross-view.txt"))
+    train_v, val_v = K.read_pku_split(os.path.join(root, "cross-view.txt"))
     assert "0005-L" in train_v and "0005-M" in val_v
 
 
@@ -379,7 +381,7 @@ def test_pku1_conversion_equals_loop_version(shared_data, tmp_path):
     P.main(["pku1", "--root", root, "--out", str(tmp_path), "--benchmarks", "xsub", "--workers", "1"])
     for part, video in (("train", "0005-L"), ("val", "0299-L")):
         split = load_split(str(tmp_path / "xsub"), part)
-        rows = P.read_pku_labels(os.path.join(root, "label", video + ".txt"))
+        rows = K.read_pku_labels(os.path.join(root, "label", video + ".txt"))
         raw = np.loadtxt(os.path.join(root, "skeleton", video + ".txt"))
         assert split.names == [f"{video}_{i}" for i in range(len(rows))]
         assert split.labels.tolist() == [r[0] for r in rows]
@@ -418,9 +420,9 @@ def test_fast_and_line_readers_agree_on_real_files(shared_data):
         path = os.path.join(shared_data, "ntu_samples", name + ".skeleton")
         with open(path, "rb") as f:
             raw = f.read()
-        fast = P._read_ntu_fast(raw)
+        fast = N._read_ntu_fast(raw)
         assert fast is not None, name
-        lines = P._read_ntu_lines(path, raw.decode())
+        lines = N._read_ntu_lines(path, raw.decode())
         np.testing.assert_array_equal(fast[0], lines[0])
         np.testing.assert_array_equal(fast[1], lines[1])
 
@@ -435,21 +437,21 @@ def test_readers_agree_on_crafted_layouts(tmp_path):
     write_ntu(path, frames)
     with open(path, "rb") as f:
         raw = f.read()
-    fast = P._read_ntu_fast(raw)              # the released acceptance of other joint counts (not strict)
+    fast = N._read_ntu_fast(raw)              # the released acceptance of other joint counts (not strict)
     assert fast is not None
-    lines = P._read_ntu_lines(path, raw.decode())
+    lines = N._read_ntu_lines(path, raw.decode())
     np.testing.assert_array_equal(fast[0], lines[0])
     assert fast[1].tolist() == [0, 1, 2, 5] * 3
     # with Windows line ends, tabs and double spaces the numbers are the same
     for variant in (raw.replace(b"\n", b"\r\n"), raw.replace(b" ", b"\t"), raw.replace(b" ", b"  ")):
         with open(path, "wb") as f:
             f.write(variant)
-        xyz, counts = P.read_ntu_skeleton(path, strict_joints=False)
+        xyz, counts = N.read_ntu_skeleton(path, strict_joints=False)
         np.testing.assert_array_equal(xyz, fast[0])
         np.testing.assert_array_equal(counts, fast[1])
     # loop reference
     clip, counts = loop_read_xyz(path)
-    np.testing.assert_array_equal(P.select_bodies(fast[0]), clip)
+    np.testing.assert_array_equal(N.select_bodies(fast[0]), clip)
 
 
 def test_failed_conversion_leaves_no_temporary_files(shared_data, tmp_path):
@@ -457,6 +459,6 @@ def test_failed_conversion_leaves_no_temporary_files(shared_data, tmp_path):
     _link_samples(shared_data, raw, NTU_SAMPLES)
     _write(raw / "S001C001P002R001A001.skeleton", _valid_text().replace("0.2 3.0", "0.2 zz", 1))
     out = tmp_path / "out"
-    with pytest.raises(P.SkeletonFileError):
+    with pytest.raises(R.SkeletonFileError):
         P.main(["ntu60", "--raw-dir", str(raw), "--out", str(out), "--workers", "1"])
     assert [f for _, _, files in os.walk(out) for f in files] == []

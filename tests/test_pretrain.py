@@ -382,8 +382,8 @@ def test_benchmark_scripts_pass_the_released_recipe(tmp_path):
 
 
 def dataset_folder(args):
-    import benchmarks
-    return benchmarks.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
+    import dataset_table
+    return dataset_table.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
 
 
 def test_benchmark_script_runs_on_a_tiny_prepared_dataset(tmp_path):

@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
-import benchmarks
+import dataset_table
 import prepare_data as P
+import readers
 import synthetic as S
 from dataset import load_split
 
@@ -46,7 +47,7 @@ def test_generation_is_deterministic_and_valid(tmp_path):
         assert match
         camera, action = int(match.group(2)), int(match.group(5))
         assert 1 <= camera <= S.NUM_CAMERAS and 1 <= action <= S.NUM_CLASSES
-        xyz, bodies = P.read_ntu_skeleton(path)
+        xyz, bodies = readers.ntu.read_ntu_skeleton(path)
         assert S.MIN_ACTION_FRAMES - 24 <= xyz.shape[1] <= S.MAX_ACTION_FRAMES
         expected = 2 if action - 1 in S.INTERACTIONS else 1
         assert expected in bodies                      # frames may lack bodies (dropped) or hold
@@ -73,14 +74,14 @@ def test_prepared_synthetic_set(tmp_path):
     report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "360", "--workers", "2",
                      "--seed", "1"])
     assert sum(report["written"][f"xsub/{part}"] for part in ("train", "val")) == 360
-    split_rules = {spec.folder: spec.split for spec in benchmarks.get("synthetic").protocols.values()}
+    split_rules = {spec.folder: spec.split for spec in dataset_table.get("synthetic").protocols.values()}
     for bench in ("xsub", "xview"):
         train, val = load_split(str(tmp_path / bench), "train"), load_split(str(tmp_path / bench), "val")
         for split, part in ((train, "train"), (val, "val")):
             assert split.labels.min() >= 0 and split.labels.max() < S.NUM_CLASSES
             for name, label in zip(split.names, split.labels):
                 assert int(name[17:20]) - 1 == label
-                assert P.ntu_part(name[:20], split_rules[bench]) == part
+                assert readers.ntu.ntu_part(name[:20], split_rules[bench]) == part
             assert np.all((split.num_frame >= S.MIN_ACTION_FRAMES - 24)
                           & (split.num_frame <= S.MAX_ACTION_FRAMES))
         # a nearest neighbour on raw coordinates: clearly better than chance, clearly short of 100%

@@ -1,11 +1,12 @@
-"""The benchmark table: every dataset the scripts know, one `DatasetEntry` each.
+"""The dataset table: every dataset the scripts know, one `DatasetEntry` each.
 
 An entry names the dataset (the `--pre-dataset` / `--finetune-dataset` value and its folder under
-`--data-dir`), its skeleton layout (`graph.LAYOUTS`), its class count, its protocols with their folder
-names and split rules, and the raw reader `prepare_data.py` converts it with. `prepare_data.py`'s
-subcommands, the prepared folders, the class counts and the scripts' `--*-dataset` / `--protocol`
-values all come from here. A new dataset is one `register(DatasetEntry(...))` (plus its layout in
-graph.py and its reader in prepare_data.py when they are new); docs/data.md shows one.
+`--data-dir`), its skeleton layout (`graph.LAYOUTS`), its class count (and names, where known), its
+protocols with their folder names and split rules, and the raw format (readers/) `prepare_data.py`
+converts it with. `prepare_data.py`'s subcommands, the prepared folders, the class counts and the
+scripts' `--*-dataset` / `--protocol` values all come from here. A new dataset is one
+`register(DatasetEntry(...))` (plus its layout in graph.py and its reader in readers/ when they are
+new); docs/data.md shows one.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class Protocol:
     """One evaluation protocol of a dataset: its prepared sub-folder and how clips split into train/val.
 
     `split` is read by the dataset's raw reader: for 'ntu' one of 'subject' (training performers),
-    'camera' (cameras 2, 3 train) or 'setup' (even setups train); for 'pku' the split file's name."""
+    'camera' (cameras 2, 3 train) or 'setup' (even setups train); for 'pku' the split file's name; for
+    'nw_ucla' 'view3' (views 1 and 2 train)."""
     folder: str
     split: str
 
@@ -34,14 +36,18 @@ class DatasetEntry:
     layout: str                          # key of graph.LAYOUTS
     num_class: int
     protocols: dict                      # protocol name -> Protocol
-    raw_format: str | None = None        # prepare_data.RAW_READERS key; None: prepared elsewhere
+    raw_format: str | None = None        # readers.RAW_FORMATS key; None: prepared elsewhere
     aliases: tuple[str, ...] = ()        # other names prepare_data.py accepts (released: pku1, pku2)
     raw_limits: dict = field(default_factory=dict)   # keyword arguments of the reader (e.g. max_action)
+    class_names: tuple[str, ...] = ()    # label -> name, where the table knows them (pictures, reports)
 
     def __post_init__(self):
         graph.get_layout(self.layout)
         if self.num_class < 1 or not self.protocols:
             raise ValueError(f"dataset {self.name!r}: expected num_class >= 1 and at least one protocol")
+        if self.class_names and len(self.class_names) != self.num_class:
+            raise ValueError(f"dataset {self.name!r}: {len(self.class_names)} class names for "
+                             f"{self.num_class} classes")
 
     def folder(self, protocol: str, data_dir: str = ".") -> str:
         return os.path.join(data_dir, self.name, self.protocols[protocol].folder)
@@ -70,8 +76,13 @@ register(DatasetEntry("pku_v1", "ntu", 51, {"cross_subject": Protocol("xsub", "c
 register(DatasetEntry("pku_v2", "ntu", 41, {"cross_subject": Protocol("xsub", "cross_subject_v2.txt"),
                                             "cross_view": Protocol("xview", "cross_view_v2.txt")},
                       "pku", aliases=("pku2",)))
+# NW-UCLA: actions 1-6, 8, 9, 11, 12 are labels 0-9; cross-view: views 1 and 2 train, view 3 tests.
+register(DatasetEntry("nw_ucla", "nw_ucla", 10, {"cross_view": Protocol("xview", "view3")}, "nw_ucla",
+                      class_names=("pick up with one hand", "pick up with two hands", "drop trash",
+                                   "walk around", "sit down", "stand up", "donning", "doffing", "throw",
+                                   "carry")))
 register(DatasetEntry("synthetic", "ntu", synthetic.NUM_CLASSES, {"cross_subject": XSUB, "cross_view": XVIEW},
-                      "synthetic"))
+                      "synthetic", class_names=synthetic.CLASS_NAMES))
 
 
 def dataset_names(custom: bool = True) -> tuple[str, ...]:

@@ -1,0 +1,16 @@
+"""Raw readers: one module per raw format, each turning a dataset's download into clips of the on-disk
+format, with its checks. `RAW_FORMATS` maps the `raw_format` of a dataset_table entry to its reader;
+adding a dataset is its table entry, a reader here and its tests (docs/data.md, "Adding a dataset")."""
+from readers import ntu, nw_ucla, pku, synthetic_set
+from readers.common import Job, RawFormat, Sample, SkeletonFileError, to_fixed_length
+from readers.prenormalize import pre_normalize
+
+RAW_FORMATS = {
+    "ntu": ntu.FORMAT,
+    "pku": pku.FORMAT,
+    "nw_ucla": nw_ucla.FORMAT,
+    "synthetic": synthetic_set.FORMAT,
+}
+
+__all__ = ["RAW_FORMATS", "Job", "RawFormat", "Sample", "SkeletonFileError", "pre_normalize",
+           "to_fixed_length"]
