@@ -196,8 +196,9 @@ def resolve_model_config(args, source: PretrainedSource) -> dict:
             raise ValueError(f"{source.path} records no encoder and its weights are not those of a released "
                              f"BiGRU checkpoint (no encoder_q.encoder.gru.weight_hh_l0)")
         name = cmd_model.DEFAULT_ENCODER
-    else:
-        name, recorded, origin = cli_encoder or cmd_model.DEFAULT_ENCODER, {}, "command line and defaults"
+    else:       # the defaults for the benchmark's skeleton (joint count, graph), then the flags
+        name, origin = cli_encoder or cmd_model.DEFAULT_ENCODER, "command line and defaults"
+        recorded = cmd_model.layout_overrides(name, dataset_table.layout_of(args.finetune_dataset))
     if cli_encoder is not None and cli_encoder != name:
         raise ValueError(f"{source.path} holds encoder {name!r} ({origin}), but --encoder {cli_encoder} "
                          f"was given")
