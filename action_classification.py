@@ -335,7 +335,8 @@ def main(argv=None) -> dict:
     device = evaluation.device_from_args(cfg)
     benchmark, train_split, test_split = evaluation.load_benchmark(cfg)
     source = evaluation.load_pretrained_source(cfg.pretrained)
-    model, model_config = evaluation.build_classifier(cfg, benchmark.num_class, source, device)
+    model, model_config = evaluation.build_classifier(cfg, benchmark.num_class, source, device,
+                                                        train_split)
     optimizer = torch.optim.SGD(prepare_heads(model, linear=not cfg.finetune), lr=cfg.lr,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     progress = Progress()

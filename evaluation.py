@@ -216,15 +216,63 @@ def resolve_model_config(args, source: PretrainedSource) -> dict:
     return {"encoder": name, "encoder_config": config, "origin": origin}
 
 
-def build_classifier(args, num_class: int, source: PretrainedSource, device: torch.device):
-    """CMDClassifier for args.view with the checkpoint's query encoders loaded (heads stay new)."""
+def build_classifier(args, num_class: int, source: PretrainedSource, device: torch.device,
+                     train_split: dataset.SkeletonSplit | None = None):
+    """CMDClassifier for args.view with the checkpoint's query encoders loaded (heads stay new).
+
+    A random encoder (--pretrained none) gets BatchNorm statistics estimated on `train_split`: with the
+    statistics it was initialised with (mean 0, variance 1), an ST-GCN's eval-mode features are nearly
+    constant (std ~1e-8), which puts its linear probe at chance and makes the baseline unfair."""
     config = resolve_model_config(args, source)
     model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], view=args.view,
                                     encoder_config=config["encoder_config"],
                                     layout=dataset_table.layout_of(args.finetune_dataset))
     if source.state_dict is not None:
         model.load_pretrained(source.state_dict, source=source.path)
-    return model.to(device), config
+    model = model.to(device)
+    if source.state_dict is None and train_split is not None:
+        loader = make_loader(train_split, train=False, batch_size=args.batch_size, workers=args.workers,
+                             device=device, shuffle=False)
+        count = estimate_batchnorm_statistics(model, loader, device)
+        if count:
+            note = f"estimated on {count} training clips (random encoder)"
+            config = {**config, "batchnorm_statistics": note}
+            print(f"=> random encoder: BatchNorm statistics estimated on {count} training clips")
+    return model, config
+
+
+def batchnorm_layers(model: torch.nn.Module) -> list:
+    """The BatchNorm layers `model.features` uses: those of the view's encoders for a CMDClassifier."""
+    parts = model.view_encoders() if hasattr(model, "view_encoders") else [model]
+    return [m for part in parts for m in part.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def estimate_batchnorm_statistics(model, loader, device: torch.device) -> int:
+    """Replace the running statistics of the BatchNorm layers `model.features` uses by their average over
+    `loader`'s batches (each batch normalised with its own statistics, as in training); returns the clip
+    count, 0 when there is no BatchNorm. Everything else stays in eval mode."""
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    momenta = [bn.momentum for bn in layers]
+    was_training = model.training
+    model.eval()
+    for bn in layers:
+        bn.reset_running_stats()
+        bn.momentum = None                  # cumulative average over all batches
+        bn.train()
+    count = 0
+    try:
+        for x, _ in tqdm(loader, desc="BatchNorm statistics", leave=False, dynamic_ncols=True):
+            model.features(x.to(device, non_blocking=True))
+            count += len(x)
+    finally:
+        for bn, momentum in zip(layers, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
+    return count
 
 
 class RawCoordinates(torch.nn.Module):

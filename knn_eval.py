@@ -145,7 +145,8 @@ def main(argv=None) -> dict:
         model_info = {"encoder": "raw", "encoder_config": None, "origin": {}}
     else:
         source = evaluation.load_pretrained_source(args.pretrained)
-        model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device)
+        model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device,
+                                                          train_split)
     model.eval()
 
     train_loader = evaluation.make_loader(train_split, train=False, batch_size=args.batch_size,
