@@ -332,6 +332,26 @@ class CMDOutput:
 
 
 # ----------------------------------------------------------------------------- pretraining model
+def encode_in_groups(encoder: nn.Module, x: torch.Tensor, groups: int,
+                     order: torch.Tensor | None = None) -> torch.Tensor:
+    """`encoder(x)` computed on `groups` consecutive slices of the batch (of `x[order]` when an order is
+    given, returned in the original order), so that BatchNorm's batch statistics come from each slice.
+
+    With the keys in a random order, a clip's query and its key are normalised with statistics of
+    different clips: MoCo's shuffling BN (He et al. 2020, section 3.3) on one device, as in MoCo's
+    single-GPU demo (its SplitBatchNorm). Without it, the positive shares its batch's statistics with the
+    query while the queued negatives do not, a signature the encoder can learn instead of the content.
+    """
+    if groups <= 1:
+        return encoder(x)
+    if order is not None:
+        x = x[order]
+    out = torch.cat([encoder(part) for part in x.tensor_split(groups)])
+    if order is not None:
+        out = torch.empty_like(out).index_copy_(0, order, out)
+    return out
+
+
 class CMD(nn.Module):
     """Three MoCo branches (joint, motion, bone) plus cross-modal mutual distillation.
 
@@ -347,12 +367,17 @@ class CMD(nn.Module):
     def __init__(self, encoder: str = DEFAULT_ENCODER, encoder_config=None, dim: int = 128, K: int = 16384,
                  m: float = 0.999, T: float = 0.07, teacher_T: float = 0.05, student_T: float = 0.1,
                  cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, layout: str = "ntu",
-                 **encoder_overrides):
+                 shuffle_bn: int = 1, **encoder_overrides):
         """`encoder_config` (a config or a recorded dict; default: the encoder's defaults for `layout`)
-        with `encoder_overrides` (config fields, e.g. hidden_size=16) applied, for all six encoders."""
+        with `encoder_overrides` (config fields, e.g. hidden_size=16) applied, for all six encoders.
+        `shuffle_bn` > 1 encodes each batch in that many groups, the keys in a random order (see
+        `encode_in_groups`); 1 is the released single-batch forward."""
         super().__init__()
         if not 1 <= topk <= K:
             raise ValueError(f"topk={topk} must be between 1 and the queue size K={K}")
+        if shuffle_bn < 1:
+            raise ValueError(f"shuffle_bn={shuffle_bn} must be at least 1 (1: off)")
+        self.shuffle_bn = shuffle_bn
         self.encoder_name, self.layout = encoder, graph.get_layout(layout)
         self.encoder_config = _layout_config(encoder, encoder_config, layout, encoder_overrides)
         self.K, self.m, self.T = K, m, T
@@ -381,12 +406,16 @@ class CMD(nn.Module):
         return getattr(self, self.KEY[modality])
 
     def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> CMDOutput:
-        q = {mod: F.normalize(self.query_encoder(mod)(to_modality(x_q, mod, self.layout)), dim=1)
+        groups = self.shuffle_bn if self.training else 1
+        q = {mod: F.normalize(encode_in_groups(self.query_encoder(mod), to_modality(x_q, mod, self.layout),
+                                               groups), dim=1)
              for mod in MODALITIES}
         with torch.no_grad():
             for mod in MODALITIES:
                 moco.momentum_update(self.key_encoder(mod), self.query_encoder(mod), self.m)
-            k = {mod: F.normalize(self.key_encoder(mod)(to_modality(x_k, mod, self.layout)), dim=1)
+            order = torch.randperm(len(x_k), device=x_k.device) if groups > 1 else None
+            k = {mod: F.normalize(encode_in_groups(self.key_encoder(mod), to_modality(x_k, mod, self.layout),
+                                                   groups, order), dim=1)
                  for mod in MODALITIES}
 
         queues = self.queues.queues(self)

@@ -135,6 +135,10 @@ def _add_our_flags(p) -> None:
                         "as the last")
     p.add_argument("--log-dir", default=None, type=str,
                    help="tensorboard folder (default: --checkpoint-path)")
+    p.add_argument("--shuffle-bn", default=1, type=int, metavar="GROUPS",
+                   help="encode each process's batch in GROUPS groups, the keys in a random order, so that "
+                        "a clip's query and key get BatchNorm statistics of different clips (MoCo's "
+                        "shuffling BN on one device; docs/differences.md); 1 = off, as released")
     p.add_argument("--batch-augment", action="store_true",
                    help="augment whole batches on the model's device (augment.augment_pretrain_batch) "
                         "instead of "
@@ -217,6 +221,9 @@ def check_flags(args, world: int) -> tuple[str, object]:
         raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
     if args.workers < 0:
         raise UsageError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
+    if args.shuffle_bn < 1 or args.batch_size // world < 2 * args.shuffle_bn:
+        raise UsageError(f"--shuffle-bn {args.shuffle_bn}: expected 1 (off) or a group count that leaves at "
+                         f"least 2 clips per group of each process's batch ({args.batch_size // world})")
     return name, config
 
 
@@ -310,7 +317,7 @@ def build_model(cfg: Config) -> cmd_model.CMD:
         model = cmd_model.CMD(encoder=a.encoder, encoder_config=cfg.encoder_config, dim=a.contrast_dim,
                               K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
                               student_T=a.student_t, cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp,
-                              layout=dataset_table.layout_of(a.pre_dataset))
+                              layout=dataset_table.layout_of(a.pre_dataset), shuffle_bn=a.shuffle_bn)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     model = model.to(cfg.device)

@@ -16,7 +16,7 @@ import os
 PRETRAIN_FIELDS = ("pre_dataset", "protocol", "data_folder", "encoder", "encoder_config", "hidden_size",
                    "mlp", "contrast_dim", "contrast_k", "contrast_m", "contrast_t", "teacher_t", "student_t",
                    "cmd_weight", "topk", "batch_size", "world_size", "epochs", "schedule", "cos", "lr",
-                   "momentum", "weight_decay", "seed", "batch_augment", "code_version")
+                   "momentum", "weight_decay", "seed", "batch_augment", "shuffle_bn", "code_version")
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -25,10 +25,13 @@ class ResumeMismatch(ValueError):
 
 
 def code_version() -> str:
-    """sha256 (first 16 hex digits) of the repository's Python sources: changes with any code change."""
+    """sha256 (first 16 hex digits) of the repository's Python sources (top level and readers/): changes
+    with any code change."""
     h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(glob.escape(REPO_ROOT), "*.py"))):
-        h.update(os.path.basename(path).encode() + b"\0")
+    root = glob.escape(REPO_ROOT)
+    sources = glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "readers", "*.py"))
+    for path in sorted(sources):
+        h.update(os.path.relpath(path, REPO_ROOT).encode() + b"\0")
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]

@@ -13,7 +13,8 @@
 # 5. prints one table (also written as summary.json) and where everything is.
 #
 # Everything goes under runs/demo-<UTC date and time>/ (DEMO_RUN_DIR=path picks another folder, which
-# must not exist yet). CUDA is used when present, else the CPU. The recipe can be changed through the
+# must not exist yet). The steps after data preparation are scripts/cmd_vs_baselines.sh's, shared with
+# scripts/nw_ucla.sh. CUDA is used when present, else the CPU. The recipe can be changed through the
 # environment (defaults in brackets): DEMO_CLIPS [1500] synthetic clips, DEMO_EPOCHS [30] pretraining
 # epochs, DEMO_HIDDEN [64] GRU hidden size, DEMO_QUEUE [512] MoCo queue, DEMO_TOPK [128] CMD top-k,
 # DEMO_LR [0.01], DEMO_KEY_MOMENTUM [0.99] MoCo momentum of the key encoders (released: 0.999,
@@ -65,135 +66,27 @@ else
     ENCODER_NAME="BiGRU H=$HIDDEN"
 fi
 
-# --- the run folder
-if [ -n "${DEMO_RUN_DIR:-}" ]; then
-    RUN=$DEMO_RUN_DIR
-    if [ -e "$RUN" ]; then
-        echo "demo.sh: DEMO_RUN_DIR=$RUN exists already; give a new folder" >&2
-        exit 2
-    fi
-else
-    RUN=runs/demo-$(date -u +%Y%m%d-%H%M%S)
-    n=2
-    while [ -e "$RUN" ]; do RUN=runs/demo-$(date -u +%Y%m%d-%H%M%S)-$n; n=$((n + 1)); done
-fi
-# --- the interpreter: PYTHON when given, else the project's .venv (created or updated by test.sh)
-if [ -n "${PYTHON:-}" ]; then
-    PY=$PYTHON
-else
-    echo "== setting up .venv (scripts/test.sh --version: creates or reuses it, installs the requirements)"
-    bash scripts/test.sh --version >/dev/null
-    PY=.venv/bin/python
-fi
-
+# shellcheck source=scripts/cmd_vs_baselines.sh
+source scripts/cmd_vs_baselines.sh
+NAME=demo.sh
+make_run_folder "${DEMO_RUN_DIR:-}" demo
+choose_python
+choose_device
+DATASET=synthetic
+PROTOCOL=cross_subject
 DATA=$RUN/data
-CKPT=$RUN/checkpoints
-LOGS=$RUN/logs
-RESULTS=$RUN/results
-TB=$RUN/tensorboard
-mkdir -p "$LOGS" "$RESULTS"
-
-# --- device; jobs run two at a time, each with half the cores
-if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    DEVICE=cuda WORKERS=4
-else
-    DEVICE=cpu WORKERS=0          # the augmentations are cheap; worker start-up is not, on 2 cores
-fi
-CORES=$("$PY" -c "import os; print(len(os.sched_getaffinity(0)))")
-HALF=$(( CORES / 2 > 0 ? CORES / 2 : 1 ))
 echo "== run folder $RUN; device $DEVICE ($CORES cores); Python $PY"
 
-stage() {  # stage NAME LOGFILE CMD...: run CMD with its output in LOGFILE, say how long it took
-    local name=$1 log=$2 t0
-    shift 2
-    t0=$(date +%s)
-    echo "== $name (log: $log)"
-    if ! "$@" >"$log" 2>&1; then
-        echo "demo.sh: $name failed; the end of $log:" >&2
-        tail -n 20 "$log" >&2
-        exit 1
-    fi
-    echo "   done in $(( $(date +%s) - t0 )) s"
-}
-
-stage "generating and preparing $CLIPS synthetic clips" "$LOGS/prepare_data.log" \
+stage "generating and preparing $CLIPS synthetic clips" "$RUN/logs/prepare_data.log" \
     "$PY" prepare_data.py synthetic --out "$DATA/synthetic" --benchmarks xsub --num-clips "$CLIPS" \
     --seed "$SEED" --workers "$CORES"
 
-evaluate() {  # evaluate NAME PRETRAINED VIEW: 1-NN (with a t-SNE picture on the joint view) and linear
-    local name=$1 pretrained=$2 view=$3 tsne=()
-    local common=(--finetune-dataset synthetic --protocol cross_subject --data-dir "$DATA" --device "$DEVICE"
-                  -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --view "$view")
-    if [ "$view" = joint ]; then tsne=(--tsne "$RUN/tsne_joint_$name.png"); fi
-    "$PY" knn_eval.py --pretrained "$pretrained" "${common[@]}" --output "$RESULTS/knn_${view}_$name.json" \
-        ${tsne[@]+"${tsne[@]}"} || return 1
-    "$PY" action_classification.py --pretrained "$pretrained" "${common[@]}" \
-        --epochs "$LINEAR_EPOCHS" --schedule $(( LINEAR_EPOCHS * 3 / 5 )) $(( LINEAR_EPOCHS * 4 / 5 )) \
-        --output "$RESULTS/linear_${view}_$name.json" || return 1
-}
-
-baselines() {  # the random encoder on both views, then 1-NN on the raw coordinates (no encoder)
-    local view
-    for view in joint all; do evaluate random none "$view" || return 1; done
-    for view in joint all; do
-        "$PY" knn_eval.py --pretrained raw --finetune-dataset synthetic --protocol cross_subject \
-            --data-dir "$DATA" --device "$DEVICE" -j "$WORKERS" --view "$view" \
-            --output "$RESULTS/knn_${view}_raw.json" || return 1
-    done
-}
-
-side_by_side() {  # side_by_side "TITLE" LOG1 "CMD1" LOG2 "CMD2": two jobs at once, half the cores each
-    local title=$1 log1=$2 cmd1=$3 log2=$4 cmd2=$5 t0 pid1 pid2 failed=()
-    t0=$(date +%s)
-    echo "== $title (logs: $log1, $log2)"
-    ( export OMP_NUM_THREADS=$HALF; eval "$cmd1" ) >"$log1" 2>&1 &
-    pid1=$!
-    ( export OMP_NUM_THREADS=$HALF; eval "$cmd2" ) >"$log2" 2>&1 &
-    pid2=$!
-    wait "$pid1" || failed+=("$log1")
-    wait "$pid2" || failed+=("$log2")
-    for log in ${failed[@]+"${failed[@]}"}; do
-        echo "demo.sh: a job failed; the end of $log:" >&2
-        tail -n 20 "$log" >&2
-    done
-    [ ${#failed[@]} -eq 0 ] || exit 1
-    echo "   done in $(( $(date +%s) - t0 )) s"
-}
-
-# One thread per job and two jobs at a time: the small BiGRU gains little from a second thread, and
-# two threads spin against each other when anything else runs on the machine.
-CHECKPOINT=$CKPT/checkpoint_$(printf %04d $(( EPOCHS - 1 ))).pth.tar
-side_by_side "pretraining CMD ($ENCODER_NAME, $EPOCHS epochs, queue $QUEUE, top-k $TOPK), \
-meanwhile evaluating a random encoder and the raw coordinates" "$LOGS/pretrain.log" \
-    '"$PY" pretrain_cmd.py --pre-dataset synthetic --protocol cross_subject --data-dir "$DATA" \
-        --device "$DEVICE" -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --mlp \
-        --contrast-k "$QUEUE" --topk "$TOPK" --contrast-m "$KEY_MOMENTUM" --lr "$LR" --batch-size "$BATCH" \
-        --epochs "$EPOCHS" --schedule $(( EPOCHS * 4 / 5 )) --save-freq "$EPOCHS" \
-        --checkpoint-path "$CKPT" --log-dir "$TB"' \
-    "$LOGS/eval_baselines.log" 'baselines'
-side_by_side "evaluating CMD's encoder on the joint view and on the 3-stream fusion" \
-    "$LOGS/eval_cmd_joint.log" 'evaluate cmd "$CHECKPOINT" joint' \
-    "$LOGS/eval_cmd_all.log" 'evaluate cmd "$CHECKPOINT" all'
-
-echo
 if [ "$ENCODER" = bigru ]; then
-    echo "== synthetic cross-subject, test split; top-1 accuracy (%)"
+    TITLE="synthetic cross-subject, test split; top-1 accuracy (%)"
 else
-    echo "== synthetic cross-subject, test split; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME"
+    TITLE="synthetic cross-subject, test split; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME"
 fi
-"$PY" scripts/demo_summary.py "$RESULTS" --output "$RUN/summary.json"
-"$PY" scripts/plot_training_curves.py "$CKPT/log.jsonl" "$RUN/training_curves.png" \
-    --title "CMD pretraining, synthetic cross-subject, $ENCODER_NAME, queue $QUEUE, top-k $TOPK" >/dev/null
-elapsed=$(( $(date +%s) - started ))
-cat <<EOF
-
-finished in $(( elapsed / 60 )) min $(( elapsed % 60 )) s
-  checkpoints:        $CKPT (last: $CHECKPOINT; config.json, log.jsonl)
-  logs:               $LOGS
-  tensorboard events: $TB   (view: $PY -m tensorboard.main --logdir $TB)
-  results JSON:       $RESULTS
-  summary:            $RUN/summary.json
-  training curves:    $RUN/training_curves.png (loss and contrastive top-1 per epoch, from log.jsonl)
-  t-SNE pictures:     $RUN/tsne_joint_cmd.png, $RUN/tsne_joint_random.png
-  data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))
-EOF
+SCHEDULE=$(( EPOCHS * 4 / 5 ))
+run_comparison
+print_outputs "$started"
+echo "  data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))"

@@ -1,5 +1,5 @@
 """The demo's machinery: the raw-coordinate baseline of knn_eval.py, the summary table of
-scripts/demo_summary.py, and scripts/demo.sh end to end at a tiny size (DEMO_QUICK=1; it checks the
+scripts/comparison_table.py, and scripts/demo.sh end to end at a tiny size (DEMO_QUICK=1; it checks the
 plumbing and the outputs, not the method: the full demo's numbers are in the README)."""
 import json
 import os
@@ -19,7 +19,7 @@ from helpers import common_argv, one_torch_thread, write_benchmark  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import demo_summary  # noqa: E402
+import comparison_table  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- raw
@@ -76,7 +76,7 @@ def test_summary_keys_values_and_table(tmp_path, capsys):
     _write_results(tmp_path / "results", rows)
     (tmp_path / "results" / "other.json").write_text('{"not": "a result"}')      # ignored
     out = tmp_path / "summary.json"
-    summary = demo_summary.main([str(tmp_path / "results"), "--output", str(out)])
+    summary = comparison_table.main([str(tmp_path / "results"), "--output", str(out)])
     assert json.loads(out.read_text()) == summary
     assert set(summary) == {"joint", "all"}
     assert summary["joint"]["linear"] == {"raw": None, "random": 40.0, "cmd": 55.5, "cmd_minus_random": 15.5}
@@ -92,12 +92,39 @@ def test_summary_keys_values_and_table(tmp_path, capsys):
 def test_summary_rejects_duplicates_and_empty_folders(tmp_path):
     _write_results(tmp_path / "dup", [("knn", "joint", "none", 1.0), ("knn", "joint", "none", 2.0)])
     with pytest.raises(ValueError, match="second knn result for the random encoder"):
-        demo_summary.main([str(tmp_path / "dup")])
+        comparison_table.main([str(tmp_path / "dup")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no linear or kNN results"):
-        demo_summary.main([str(tmp_path / "empty")])
+        comparison_table.main([str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="no such folder"):
-        demo_summary.main([str(tmp_path / "absent")])
+        comparison_table.main([str(tmp_path / "absent")])
+
+
+def test_runs_aggregate_to_mean_and_sample_spread(tmp_path, capsys):
+    """--runs: each cell's mean, sample standard deviation and range over the runs' summary.json files,
+    checked against numbers worked out by hand."""
+    paths = []
+    for i, (cmd, random) in enumerate([(60.0, 50.0), (64.0, 51.0), (68.0, 55.0)]):
+        linear = {"raw": None, "random": random, "cmd": cmd, "cmd_minus_random": cmd - random}
+        summary = {"joint": {"linear": linear,
+                             "knn": {"raw": 75.0, "random": 40.0, "cmd": 41.0, "cmd_minus_random": 1.0}}}
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(json.dumps(summary))
+    out = tmp_path / "seeds.json"
+    result = comparison_table.main(["--runs", *map(str, paths), "--output", str(out)])
+    assert json.loads(out.read_text()) == result
+    cmd = result["joint"]["linear"]["cmd"]
+    assert cmd["mean"] == pytest.approx(64.0) and cmd["std"] == pytest.approx(4.0)       # sqrt((16+0+16)/2)
+    assert (cmd["min"], cmd["max"], cmd["values"]) == (60.0, 68.0, [60.0, 64.0, 68.0])
+    assert result["joint"]["linear"]["cmd_minus_random"]["mean"] == pytest.approx(12.0)
+    assert result["joint"]["linear"]["raw"] is None and result["joint"]["knn"]["raw"]["std"] == 0.0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "3 run(s); mean ± sample standard deviation"
+    # differences 10, 13, 13: standard deviation sqrt((4 + 1 + 1) / 2) = 1.73
+    assert printed[3] == "| joint | linear top-1 | - | 52.0 ± 2.6 | 64.0 ± 4.0 | +12.0 ± 1.7 |"
+    with pytest.raises(SystemExit, match="not a run's summary.json"):
+        (tmp_path / "bad.json").write_text("[1, 2]")
+        comparison_table.main(["--runs", str(tmp_path / "bad.json")])
 
 
 # ---------------------------------------------------------------------------------------------- demo.sh

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# CMD on real skeletons in one command: NW-UCLA (Northwestern-UCLA Multiview Action3D, 1,484 clips,
+# 10 actions, 20-joint Kinect v1 skeletons), cross-view (views 1 and 2 train, 1,020 clips; view 3 tests,
+# 464 clips). About 25 minutes on 2 CPU cores (docs/data.md and the README give the measured times).
+#
+#   NW_UCLA_DIR=path/to/all_sqe bash scripts/nw_ucla.sh               # BiGRU
+#   NW_UCLA_DIR=path/to/all_sqe ENCODER=stgcn bash scripts/nw_ucla.sh  # ST-GCN
+#
+# 1. creates or reuses .venv as scripts/test.sh does (unless PYTHON names an interpreter to use),
+# 2. prepares the data (prepare_data.py nw_ucla: the JSON files checked, pre-normalised, the cross-view
+#    split) into the run folder,
+# 3. pretrains CMD (the released loss, augmentations and SGD; the CPU recipe below),
+# 4. evaluates CMD's encoder, a randomly initialised encoder of the same sizes (BatchNorm statistics
+#    estimated on the training clips) and the raw coordinates, with linear evaluation and 1-NN, on the
+#    joint view and the 3-stream fusion (scripts/cmd_vs_baselines.sh, shared with scripts/demo.sh),
+# 5. prints one table (also written as summary.json).
+# Three seeds' summaries give the mean and spread: python scripts/comparison_table.py --runs R*/summary.json
+#
+# NW_UCLA_DIR [data/raw/NW-UCLA/all_sqe] the folder of aAA_sSS_eEE_vVV.json files (where to get it:
+# docs/data.md). Everything goes under runs/nw_ucla-<encoder>-<UTC date and time>/ (NW_UCLA_RUN_DIR=path
+# picks another folder, which must not exist yet). CUDA is used when present, else the CPU. The recipe can
+# be changed through the environment (defaults in brackets; first BiGRU, then ST-GCN): SEED [0] (also
+# the initialisation of the random encoder and the linear heads), EPOCHS [bigru 100, stgcn 60] pretraining
+# epochs of 15 steps, HIDDEN [128, 64] GRU hidden size / last ST-GCN width, STGCN_BASE [-, 16] width of
+# ST-GCN blocks 1-4, QUEUE [512] MoCo queue (at most the training set: a larger one holds each clip's own
+# older keys as negatives), TOPK [128] CMD top-k, LR [0.05, 0.05], KEY_MOMENTUM [0.99] MoCo momentum of the
+# key encoders (the released 0.999 leaves them near their random start in 1,500 steps), BATCH [64],
+# LINEAR_EPOCHS [30].
+# The GPU recipe at the paper's sizes is scripts/pretrain_nw_ucla.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+ENCODER=${ENCODER:-bigru}
+case $ENCODER in
+    bigru)
+        : "${EPOCHS:=100}" "${HIDDEN:=128}" "${LR:=0.05}" ;;
+    stgcn)
+        : "${EPOCHS:=60}" "${HIDDEN:=64}" "${STGCN_BASE:=16}" "${LR:=0.05}" ;;
+    *)
+        echo "nw_ucla.sh: ENCODER=$ENCODER: expected bigru or stgcn" >&2
+        exit 2 ;;
+esac
+QUEUE=${QUEUE:-512}
+TOPK=${TOPK:-128}
+KEY_MOMENTUM=${KEY_MOMENTUM:-0.99}
+BATCH=${BATCH:-64}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-30}
+SEED=${SEED:-0}
+NW_UCLA_DIR=${NW_UCLA_DIR:-data/raw/NW-UCLA/all_sqe}
+if [ "$ENCODER" = stgcn ]; then
+    ENCODER_FLAGS=(--encoder stgcn --stgcn-base-channels "$STGCN_BASE" --hidden-size "$HIDDEN")
+    ENCODER_NAME="ST-GCN base $STGCN_BASE, last $HIDDEN"
+else
+    ENCODER_FLAGS=(--hidden-size "$HIDDEN")
+    ENCODER_NAME="BiGRU H=$HIDDEN"
+fi
+
+if [ ! -d "$NW_UCLA_DIR" ] || ! compgen -G "$NW_UCLA_DIR/a*_s*_e*_v*.json" >/dev/null; then
+    cat >&2 <<EOF
+nw_ucla.sh: NW_UCLA_DIR=$NW_UCLA_DIR holds no NW-UCLA clips (aAA_sSS_eEE_vVV.json).
+  The skeletons are public: all_sqe.zip, linked from the data instructions of CTR-GCN
+  (https://github.com/Uason-Chen/CTR-GCN#data-preparation; https://www.dropbox.com/s/10pcm4pksjy6mkq/all_sqe.zip).
+  Unzip it and run: NW_UCLA_DIR=path/to/all_sqe bash scripts/nw_ucla.sh  (docs/data.md, "NW-UCLA")
+EOF
+    exit 2
+fi
+
+# shellcheck source=scripts/cmd_vs_baselines.sh
+source scripts/cmd_vs_baselines.sh
+NAME=nw_ucla.sh
+make_run_folder "${NW_UCLA_RUN_DIR:-}" "nw_ucla-$ENCODER"
+choose_python
+choose_device
+DATASET=nw_ucla
+PROTOCOL=cross_view
+DATA=$RUN/data
+echo "== run folder $RUN; device $DEVICE ($CORES cores); Python $PY"
+
+stage "preparing NW-UCLA from $NW_UCLA_DIR" "$RUN/logs/prepare_data.log" \
+    "$PY" prepare_data.py nw_ucla --raw-dir "$NW_UCLA_DIR" --out "$DATA/nw_ucla" --workers "$CORES"
+
+TITLE="NW-UCLA cross-view (view 3), test split; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME, seed $SEED"
+SCHEDULE=$(( EPOCHS * 4 / 5 ))
+run_comparison
+print_outputs "$started"
+echo "  data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))"
