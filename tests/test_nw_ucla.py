@@ -1,0 +1,255 @@
+"""NW-UCLA end to end: the 20-joint layout, the JSON reader and its checks, the whole real set from
+../shared/data (skipped with a reason when absent), and prepare -> one pretraining step -> kNN with each
+encoder on files the tests write."""
+import json
+import os
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import dataset
+import dataset_table
+import graph
+import knn_eval
+import prepare_data
+import pretrain_cmd
+from conftest import shared_path
+from helpers import one_torch_thread  # noqa: F401  (autouse fixture)
+from readers import nw_ucla
+from released_reference import loop_pre_normalization
+
+ACTIONS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def test_the_layout_is_a_tree_over_20_joints_rooted_at_the_shoulder_centre():
+    layout = graph.get_layout("nw_ucla")
+    assert layout.num_joints == 20 and len(layout.bone_pairs) == 20
+    assert sorted(c for c, _ in layout.bone_pairs) == list(range(20))        # one parent per joint
+    assert layout.center == layout.joint_names.index("shoulder_centre") == 2
+    parent = dict(layout.bone_pairs)
+    assert parent[layout.center] == layout.center                            # the root pairs with itself
+    for joint in range(20):                                                  # every path reaches the root
+        seen = set()
+        while joint != layout.center:
+            assert joint not in seen
+            seen.add(joint)
+            joint = parent[joint]
+    names = layout.joint_names
+    assert parent[names.index("left_hand")] == names.index("left_wrist")
+    assert parent[names.index("right_foot")] == names.index("right_ankle")
+    assert parent[names.index("left_hip")] == parent[names.index("right_hip")] == names.index("hip_centre")
+
+
+def test_the_stgcn_adjacency_of_the_layout():
+    a = graph.Graph("nw_ucla", "spatial").A
+    assert a.shape == (3, 20, 20)
+    np.testing.assert_array_equal(a[0], np.eye(20))
+    for part in a[1:]:                                                       # column-normalised
+        sums = part.sum(axis=0)
+        assert np.allclose(sums[sums > 0], 1.0)
+    assert int((a[1] > 0).sum()) == int((a[2] > 0).sum()) == 19              # the 19 real edges each way
+
+
+def test_the_dataset_entry():
+    entry = dataset_table.get("nw_ucla")
+    assert (entry.layout, entry.num_class, entry.raw_format) == ("nw_ucla", 10, "nw_ucla")
+    assert entry.protocols["cross_view"].folder == "xview" and len(entry.class_names) == 10
+    assert entry.class_names[6] == "donning"                                 # action 8 is label 6
+
+
+# ---------------------------------------------------------------------------------------------- reader
+def loop_fixed_length(clip, max_frame=300):
+    """The released padding to 300 frames, for any joint count."""
+    out = np.zeros((3, max_frame) + clip.shape[2:], dtype=np.float32)
+    out[:, :min(clip.shape[1], max_frame)] = clip[:, :max_frame]
+    return out
+
+
+def write_clip(folder, action=1, subject=1, episode=0, view=1, frames=None, rng=None, **override):
+    """One clip file as the distributed set writes them; `override` replaces fields of the record."""
+    rng = rng or np.random.default_rng(action * 100 + subject * 10 + view)
+    stem = f"a{action:02d}_s{subject:02d}_e{episode:02d}_v{view:02d}"
+    if frames is None:
+        t = np.arange(int(rng.integers(20, 60)))[:, None, None]
+        pose = rng.normal(size=(1, 20, 3)) * 0.3 + np.array([0.0, 0.0, 3.0])
+        frames = (pose + 0.05 * np.sin(0.1 * action * t + rng.normal(size=(1, 20, 3)))).tolist()
+    record = {"file_name": stem, "skeletons": frames, "label": ACTIONS.index(action) + 1, **override}
+    path = os.path.join(folder, stem + ".json")
+    with open(path, "w") as f:
+        json.dump(record, f)
+    return path
+
+
+def test_a_clip_becomes_the_released_pipelines_output(tmp_path):
+    """Against the released loops: person 0 = the skeleton, person 1 zero, 300 frames, pre-normalised."""
+    path = write_clip(str(tmp_path), action=8, view=2)
+    xyz = np.array(json.load(open(path))["skeletons"])
+    clip, num_frame = nw_ucla.nw_ucla_sample(path)
+    raw = np.zeros((3, len(xyz), 20, 2), np.float32)
+    raw[..., 0] = xyz.transpose(2, 0, 1)
+    reference = loop_pre_normalization(loop_fixed_length(raw)[None])[0]
+    assert num_frame == len(xyz) and clip.shape == (3, 300, 20, 2) and clip.dtype == np.float32
+    np.testing.assert_allclose(clip, reference, rtol=1e-5, atol=1e-5)
+    assert not clip[..., 1].any()
+    # after pre-normalisation: centred on the spine, left -> right shoulder along +x in frame 0 (the second
+    # rotation; it moves hip -> spine off +z when the shoulders are not square to the spine)
+    np.testing.assert_allclose(clip[:, 0, 1, 0], 0.0, atol=1e-6)
+    shoulders = clip[:, 0, 8, 0] - clip[:, 0, 4, 0]
+    np.testing.assert_allclose(shoulders / np.linalg.norm(shoulders), [1, 0, 0], atol=1e-5)
+
+
+BAD_CASES = {
+    "file_name": ({"file_name": "a01_s01_e00_v02"},
+                  r"file_name is 'a01_s01_e00_v02', expected 'a01_s01_e00_v01'"),
+    "label": ({"label": 3}, r"label is 3, expected 1 \(action a01 of the file name\)"),
+    "joints": ({"skeletons": [[[0.0, 0.0, 1.0]] * 19]},
+               r"frame 1 of skeletons is not 20 joints of 3 numbers"),
+    "xyz": ({"skeletons": [[[0.0, 1.0]] * 20]}, r"frame 1 of skeletons is not 20 joints of 3 numbers"),
+    "no frame": ({"skeletons": []}, r"skeletons holds no frame"),
+    "nan": ({"skeletons": [[[0.1, 0.2, 3.0]] * 20, [[float("nan"), 0.2, 3.0]] * 20]},
+            r"frame 2 of skeletons holds a value that is not finite"),
+    "string": ({"skeletons": [[[0.1, "x", 3.0]] * 20]},
+               r"frame 1 of skeletons holds a value that is not a number"),
+    "null label": ({"label": None}, r"label is None, expected 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_malformed_clips_are_refused_naming_the_file_and_nothing_is_written(tmp_path, case, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for action in (1, 2):
+        for view in (1, 3):
+            write_clip(str(raw), action=action, view=view)
+    override, message = BAD_CASES[case]
+    bad = write_clip(str(raw), action=1, view=1, **override)
+    out = tmp_path / "out"
+    rc = _run_prepare(["nw_ucla", "--raw-dir", str(raw), "--out", str(out), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = [line for line in err.splitlines() if line.strip() and "file/s" not in line]
+    assert len(lines) == 1 and bad in lines[0], err
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("a07_s01_e00_v01.json", "{}", r"action a07 is not an NW-UCLA action"),
+    ("a01_s01_e00_v04.json", "{}", r"view v04 is not an NW-UCLA view"),
+    ("clip_01.json", "{}", r"expected a file name like a01_s01_e00_v01.json"),
+    ("a01_s01_e00_v01.json", '{"file_name": "a01_s01_e00_v01", "skeletons": [', r":1: not valid JSON"),
+    ("a01_s01_e00_v01.json", '[1, 2]', r"expected a JSON object with file_name, skeletons and label"),
+])
+def test_bad_names_and_bad_json_are_refused(tmp_path, capsys, name, text, message):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_clip(str(raw), action=2, view=1)
+    write_clip(str(raw), action=2, view=3)
+    (raw / name).write_text(text)
+    rc = _run_prepare(["nw_ucla", "--raw-dir", str(raw), "--out", str(tmp_path / "out"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and name in err and re.search(message, err), err
+    assert not (tmp_path / "out").exists() or not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_a_missing_folder_names_it(tmp_path, capsys):
+    rc = _run_prepare(["nw_ucla", "--raw-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
+    assert rc == 2 and "absent: no such folder" in capsys.readouterr().err
+
+
+def _run_prepare(argv):
+    import cli_errors
+    return cli_errors.run_main(prepare_data.main, argv)
+
+
+# ---------------------------------------------------------------------------------------------- real files
+@pytest.fixture(scope="module")
+def real_set(tmp_path_factory):
+    raw = shared_path("nw_ucla", "all_sqe")
+    if not os.path.isdir(raw):
+        pytest.skip(f"{raw} not present (the NW-UCLA set is not part of the repository)")
+    out = tmp_path_factory.mktemp("nw_ucla")
+    report = prepare_data.main(["nw_ucla", "--raw-dir", raw, "--out", str(out), "--workers", "2"])
+    return raw, str(out / "xview"), report
+
+
+def test_the_real_set_prepares_into_the_cross_view_protocol(real_set):
+    raw, folder, report = real_set
+    assert report["written"] == {"xview/train": 1020, "xview/val": 464}
+    for part, views in (("train", {"v01", "v02"}), ("val", {"v03"})):
+        split = dataset.load_split(folder, part, 10, "nw_ucla")
+        assert {name[-3:] for name in split.names} == views
+        actions = np.array([int(name[1:3]) for name in split.names])
+        np.testing.assert_array_equal(split.labels, [ACTIONS.index(a) for a in actions])
+        assert split.data.shape == (len(split), 3, 300, 20, 2)
+        assert not np.asarray(split.data[..., 1]).any()                          # one person per clip
+    val = dataset.load_split(folder, "val", 10, "nw_ucla")
+    single = val.names.index("a02_s09_e04_v03")
+    assert int(val.num_frame[single]) == 1                                      # the one-frame clip
+    # frames past the clip repeat it (pre-normalisation), so the one-frame clip is constant in time
+    clip = np.asarray(val.data[single])
+    np.testing.assert_array_equal(clip, np.repeat(clip[:, :1], 300, axis=1))
+    # the duplicated test clips of this distribution (view 3 = view 2 for actions 2 and 3) are reported
+    pairs = report["duplicates"]["xview"]
+    assert len(pairs) == 95 and {p[0][:3] for p in pairs} == {"a02", "a03"}
+    assert all(v[:-3] == t[:-3] and (v[-3:], t[-3:]) == ("v03", "v02") for v, t in pairs)
+
+
+def test_real_clips_against_the_released_loops(real_set):
+    raw, folder, _ = real_set
+    split = dataset.load_split(folder, "train", 10, "nw_ucla")
+    for name in ("a01_s01_e00_v01", "a12_s10_e04_v02", split.names[500]):
+        with open(os.path.join(raw, name + ".json")) as f:
+            xyz = np.array(json.load(f)["skeletons"])
+        clip = np.zeros((3, len(xyz), 20, 2), np.float32)
+        clip[..., 0] = xyz.transpose(2, 0, 1)
+        reference = loop_pre_normalization(loop_fixed_length(clip)[None])[0]
+        i = split.names.index(name)
+        assert int(split.num_frame[i]) == len(xyz)
+        np.testing.assert_allclose(split.data[i], reference, rtol=1e-5, atol=1e-5)
+    with open(os.path.join(folder, "train_label.pkl"), "rb") as f:
+        names, labels = pickle.load(f)
+    assert names == sorted(names) and len(set(names)) == 1020
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.fixture
+def written_set(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for action in ACTIONS[:3]:
+        for subject in (1, 2):
+            for view in (1, 2, 3):
+                write_clip(str(raw), action=action, subject=subject, view=view, rng=rng)
+    data = tmp_path / "data"
+    report = prepare_data.main(["nw_ucla", "--raw-dir", str(raw), "--out", str(data / "nw_ucla"),
+                                "--workers", "1"])
+    assert report["written"] == {"xview/train": 12, "xview/val": 6} and report["duplicates"] == {}
+    return str(data)
+
+
+@pytest.mark.parametrize("encoder, flags, field, value", [
+    ("bigru", ["--hidden-size", "8"], "num_joints", 20),
+    ("stgcn", ["--stgcn-base-channels", "2", "--hidden-size", "8"], "layout", "nw_ucla")])
+def test_prepare_pretrain_one_step_and_knn(written_set, tmp_path, encoder, flags, field, value):
+    ckpt = tmp_path / "ck"
+    pretrain_cmd.main(["--pre-dataset", "nw_ucla", "--protocol", "cross_view", "--data-dir", written_set,
+                       "--checkpoint-path", str(ckpt), "--encoder", encoder, *flags, "--contrast-k", "8",
+                       "--topk", "4", "--batch-size", "4", "-j", "0", "--seed", "1", "--device", "cpu",
+                       "--max-steps", "1", "--mlp"])
+    path = ckpt / "checkpoint_0000.pth.tar"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert state["encoder"] == encoder and state["encoder_config"][field] == value
+    for pretrained in (str(path), "none"):
+        result = knn_eval.main(["--finetune-dataset", "nw_ucla", "--protocol", "cross_view", "--data-dir",
+                                written_set, "--pretrained", pretrained, "-j", "0", "--device", "cpu",
+                                "--view", "all", "--output", str(tmp_path / f"knn_{len(pretrained)}.json"),
+                                *(flags if pretrained == "none" else []), "--encoder", encoder])
+        assert result["num_train"] == 12 and result["num_test"] == 6
+        assert result["encoder_config"][field] == value
+        assert 0.0 <= result["metrics"]["top1_k1"] <= 100.0
