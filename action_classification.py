@@ -49,7 +49,7 @@ SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_common_arguments(parser,
                                     dataset_table.protocol_names() + tuple(p + SEMI_SUFFIX
                                                                         for p in dataset_table.protocol_names()))

@@ -469,7 +469,7 @@ SUBCOMMANDS = {
 
 def main(argv=None):
     parser = cli_errors.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, _) in SUBCOMMANDS.items():
         add_arguments(sub.add_parser(name))

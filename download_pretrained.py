@@ -253,7 +253,7 @@ def import_from(path: str, entries: list[dict], root: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
                         help="manifest benchmarks, e.g. ntu60_cross_subject (default: all)")
     parser.add_argument("--from", dest="source", default=None, metavar="PATH",

@@ -121,7 +121,7 @@ def save_features(folder: str, arrays: dict, overwrite: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_common_arguments(parser)
     parser.add_argument("--knn-neighbours", type=flag_values.positive_count, nargs="+", default=[1],
                         help="k for the k-nearest-neighbour vote; several values give one accuracy each")

@@ -239,7 +239,7 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per dataset of dataset_table.py that has a raw format (its aliases too)."""
     parser = cli_errors.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="dataset", required=True)
     for entry in dataset_table.ENTRIES.values():
         if entry.raw_format is None:

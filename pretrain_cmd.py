@@ -66,7 +66,7 @@ class NonFiniteLossError(cli_errors.RunStopped):
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_errors.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_released_flags(p)
     _add_our_flags(p)
     return p

@@ -57,9 +57,9 @@ class GenerationRecord:
         for name in names:
             path = self._file(name)
             if os.path.lexists(path) and not self.owns(name):
-                why = "changed since it was generated" if name in self.files else \
-                    f"not written by an earlier synthetic generation (not in {self.path})"
-                raise ValueError(f"{path} exists and is {why}; it is never overwritten: choose another "
+                why = "was changed since it was generated" if name in self.files else \
+                    f"was not written by an earlier synthetic generation (not in {self.path})"
+                raise ValueError(f"{path} exists and {why}; it is never overwritten: choose another "
                                  f"--raw-dir, or move the file away")
 
     def _write(self) -> None:

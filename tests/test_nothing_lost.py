@@ -82,7 +82,7 @@ def test_synthetic_out_with_real_raw_files_deletes_none_and_refuses_a_name_it_wo
     before = snapshot(out)
     rc, err = run_cli(prepare_data, argv[:3] + ["--num-clips", "4", "--workers", "1", "--overwrite"], capsys)
     line = one_error_line(err)
-    assert rc == 2 and f"{target} exists and is changed since it was generated" in line
+    assert rc == 2 and f"{target} exists and was changed since it was generated" in line
     assert snapshot(out) == before and not no_temporaries(out)
 
 
