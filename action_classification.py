@@ -32,6 +32,7 @@ import dataset_table
 import cli_errors
 import dataset
 import evaluation
+import flag_values
 import reports
 import resume_check
 import run_folder
@@ -47,26 +48,28 @@ SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_common_arguments(parser,
                                     dataset_table.protocol_names() + tuple(p + SEMI_SUFFIX
                                                                         for p in dataset_table.protocol_names()))
-    parser.add_argument("--lr", "--learning-rate", type=float, default=None,
+    parser.add_argument("--lr", "--learning-rate", type=flag_values.positive, default=None,
                         help="initial learning rate (default 0.1 for linear evaluation, 0.01 with "
                              "--finetune, as in the released scripts)")
-    parser.add_argument("-b", "--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument("--schedule", type=int, nargs="*", default=[50, 70],
+    parser.add_argument("-b", "--batch-size", type=flag_values.positive_count, default=64)
+    parser.add_argument("--epochs", type=flag_values.positive_count, default=80)
+    parser.add_argument("--schedule", type=flag_values.count, nargs="*", default=[50, 70],
                         help="epochs at which the learning rate is multiplied by 0.1")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--wd", "--weight-decay", type=float, default=0.0, dest="weight_decay")
-    parser.add_argument("--eval-freq", type=int, default=5, help="evaluate on the test set every N epochs")
+    parser.add_argument("--momentum", type=flag_values.unit_interval, default=0.9, help="SGD momentum")
+    parser.add_argument("--wd", "--weight-decay", type=flag_values.non_negative, default=0.0,
+                        dest="weight_decay")
+    parser.add_argument("--eval-freq", type=flag_values.positive_count, default=5,
+                        help="evaluate on the test set every N epochs")
     parser.add_argument("--finetune", action="store_true",
                         help="train the whole network (semi-supervised and transfer), model in train mode")
-    parser.add_argument("--data-ratio", type=float, default=1.0,
+    parser.add_argument("--data-ratio", type=flag_values.fraction, default=1.0,
                         help="fraction of the training labels used (semi-supervised: 0.01, 0.05, 0.1, 0.2)")
-    parser.add_argument("--subset-seed", type=int, default=None,
+    parser.add_argument("--subset-seed", type=flag_values.seed, default=None,
                         help="seed of the labelled subset (default: a fresh random one, recorded in the "
                              "results, as the released code draws it without a seed)")
     parser.add_argument("--class-balanced", action="store_true",
@@ -142,12 +145,15 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> dict:
     return {k: int(hit[:, :min(k, kmax)].any(dim=1).sum()) for k in ks}
 
 
-def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int) -> dict:
+def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int,
+                    lr: float | None = None) -> dict:
+    """One epoch; stops (cli_errors.RunStopped) at a non-finite loss, read every step, or when the epoch
+    left non-finite weights, before anything of it is evaluated or saved."""
     model.train(not linear)       # linear evaluation: the whole model stays in eval mode
     criterion = nn.CrossEntropyLoss()
     loss_meter, top1_meter = runtime.AverageMeter("loss"), runtime.AverageMeter("top1")
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
-    for x, y in bar:
+    for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         streams = model.stream_logits(x)
         # each stream trains its own head (and encoder): a sum of independent losses, as three separate runs
@@ -157,9 +163,21 @@ def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int) 
         optimizer.step()
         fused = model.fuse_logits(streams)
         loss_meter.update(loss.item(), len(y))
+        if not np.isfinite(loss_meter.val):
+            raise diverged(f"non-finite loss {loss_meter.val} at epoch {epoch + 1}, step {step}", lr)
         top1_meter.update(100.0 * topk_correct(fused.detach(), y, (1,))[1] / len(y), len(y))
         bar.set_postfix(loss=f"{loss_meter.avg:.4f}", top1=f"{top1_meter.avg:.1f}")
+    bad = training.nonfinite_tensors(model)
+    if bad:
+        raise diverged(f"non-finite weights after epoch {epoch + 1} ({', '.join(bad[:3])}"
+                       f"{' ...' if len(bad) > 3 else ''})", lr)
     return {"loss": loss_meter.avg, "train_top1": top1_meter.avg}
+
+
+def diverged(what: str, lr: float | None) -> cli_errors.RunStopped:
+    """The stop of a diverged run (exit status 1), naming the likely flag."""
+    cause = "" if lr is None else f". Likely cause: a learning rate too high for this model (--lr {lr:g})"
+    return cli_errors.RunStopped(f"{what}; stopping before writing a checkpoint or a result{cause}")
 
 
 @torch.no_grad()
@@ -207,12 +225,11 @@ def make_config(argv) -> runtime.FrozenArgs:
                     "protocol": args.protocol[:-len(SEMI_SUFFIX)]}
     visualise.check_dependencies(args)
     default_lr = 0.01 if resolved.get("finetune", args.finetune) else 0.1
-    cfg = runtime.FrozenArgs(args, lr=default_lr if args.lr is None else args.lr, **resolved)
+    cfg = runtime.FrozenArgs(args, lr=default_lr if args.lr is None else args.lr,
+                             workers=evaluation.loader_workers(args), **resolved)
     if resolved:
         print(f"=> --protocol {cfg.released_protocol}: fine-tuning on {cfg.protocol} (all parameters "
               f"trained, model in train mode, lr {cfg.lr}, --data-ratio {cfg.data_ratio})")
-    if cfg.epochs < 1 or cfg.eval_freq < 1:
-        raise SystemExit(f"--epochs and --eval-freq must be >= 1, got {cfg.epochs} and {cfg.eval_freq}")
     evaluation.check_common_arguments(cfg)
     if cfg.checkpoint_path:
         resumes_here = run_folder.resumes_into(cfg.checkpoint_path, cfg.resume)
@@ -269,7 +286,7 @@ def fit(cfg, model, optimizer, loaders, device, progress: Progress, store: train
         lr = training.learning_rate(cfg.lr, epoch, cfg.schedule)
         training.set_learning_rate(optimizer, lr)
         train_loader.dataset.set_epoch(epoch)
-        stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch)
+        stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch, cfg.lr)
         entry = {"epoch": epoch + 1, "lr": lr, **stats}
         if snapshot is not None and epoch == progress.start_epoch:
             sanity_check(model, snapshot)
@@ -324,7 +341,7 @@ def write_results(cfg, run: dict, progress: Progress, last: dict, started: float
                                     metrics, cfg.epochs, started, extra)
     columns = [("top-1 (last)", last["top1"]), ("top-5 (last)", last["top5"]),
                ("top-1 (best on test)", best["top1"]), ("best epoch", best["epoch"]), ("epochs", cfg.epochs)]
-    reports.report(cfg.output, record, columns)
+    reports.report(cfg.output, record, columns, cfg.overwrite)
     return record
 
 

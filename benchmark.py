@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+import cli_errors
 import readers
 from released_reference import loop_pre_normalization, loop_read_xyz
 
@@ -467,8 +468,8 @@ SUBCOMMANDS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_errors.ArgumentParser(description=__doc__,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, _) in SUBCOMMANDS.items():
         add_arguments(sub.add_parser(name))

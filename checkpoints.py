@@ -17,6 +17,7 @@ import glob
 import hashlib
 import os
 import re
+import warnings
 
 import torch
 import torch.nn as nn
@@ -103,15 +104,36 @@ def load_checkpoint(path: str, map_location="cpu", verify: bool = True) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # torch's notes on pickle protocols
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, pickle with non-tensor objects, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load checkpoint {path!r} with weights_only=True (not a PyTorch "
-                              f"checkpoint, truncated, or holding objects other than tensors): "
-                              f"{first}") from exc
+        raise CheckpointError(f"cannot load checkpoint {path!r}: {why_unloadable(path, exc)}") from exc
     if verify:
         verify_checkpoint(checkpoint, path)
     return checkpoint
+
+
+def why_unloadable(path: str, exc: Exception) -> str:
+    """What a file that torch.load(weights_only=True) refused is not, in words of its own: never torch's
+    advice to load it with weights_only=False, which runs whatever code a downloaded file holds."""
+    text = str(exc)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "an empty file, not a checkpoint"
+    if not head.startswith((b"PK", b"\x80")):
+        return f"not a PyTorch checkpoint (neither a zip archive nor a pickle; it starts with {head!r})"
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found is None:
+            return "not a PyTorch checkpoint (a pickle of other data, or of instructions that are not data)"
+        return (f"it holds a pickled {found.group(1)} object, not only tensors and plain values; refused, "
+                f"because loading it could run code (checkpoints of this code and of the released CMD hold "
+                f"only tensors and plain values)")
+    if head.startswith(b"PK"):
+        return "a damaged or truncated PyTorch checkpoint (its zip archive is incomplete)"
+    return "a damaged or truncated checkpoint in PyTorch's legacy format (its pickle ends early)"
 
 
 def checkpoint_candidates(directory: str) -> list[str]:

@@ -192,6 +192,18 @@ class BiGRUEncoder(encoders.Encoder):
         if mlp:
             add_mlp_head(self)
 
+    @classmethod
+    def tensor_count(cls, config, num_class: int, mlp: bool = False) -> int:
+        """The formula (building 10^9 layers on the meta device would never finish)."""
+        c = encoders.make_config(cls.Config, config)
+        inputs, h = c.in_channels * c.num_joints * c.num_person, c.hidden_size
+
+        def direction(in_size: int) -> int:       # weight_ih, weight_hh, bias_ih, bias_hh of one direction
+            return 3 * h * in_size + 3 * h * h + 6 * h
+        gru = 2 * direction(inputs) + 2 * (c.num_layers - 1) * direction(2 * h)
+        head = (2 * h * 2 * h + 2 * h if mlp else 0) + 2 * h * num_class + num_class
+        return gru + head + 4 * inputs + 1      # input_norm: weight, bias, running mean and var, a counter
+
     @property
     def gru_mode(self) -> str:
         return self.encoder.mode
@@ -267,6 +279,21 @@ def encoder_overrides(name: str, args) -> dict:
     """Config fields of encoder `name` given on the command line; a flag of another encoder is an error."""
     encoder_class(name)
     return encoders.overrides_from_args(ENCODERS, name, args)
+
+
+def pretraining_bytes(encoder: str, config, dim: int, K: int, mlp: bool, batch: int) -> int:
+    """Bytes that CMD pretraining holds at the least, in float32: six encoders' weights, the three query
+    encoders' gradients and SGD momentum, three (dim, K) queues, and a step's (batch, K) similarity
+    matrices (student, teacher, logits and their gradient per modality). Activations come on top."""
+    per_encoder = encoder_class(encoder).tensor_count(config, dim, mlp)
+    return 4 * (6 * per_encoder + 3 * 2 * per_encoder + 3 * dim * K + 3 * 4 * batch * K)
+
+
+def classifier_bytes(encoder: str, config, num_class: int, trained_encoders: int) -> int:
+    """Bytes that a CMDClassifier holds at the least, in float32: three encoders with their heads, plus
+    gradients and SGD momentum of the `trained_encoders` that fine-tuning trains."""
+    per_encoder = encoder_class(encoder).tensor_count(config, num_class)
+    return 4 * (3 + 2 * trained_encoders) * per_encoder
 
 
 # The released --skeleton-representation / --finetune-skeleton-representation (SPEC s.7): the feeder's

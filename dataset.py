@@ -24,6 +24,7 @@ import graph
 from augment import WINDOW, augment_pretrain, center_crop_resize, random_crop_resize
 
 PARTS = ("train", "val")
+MAX_CLASSES = 100_000  # a custom folder's labels are class indices below this (a larger one is a typo)
 CLIP_FRAMES = 300      # frames stored per clip (longer clips are truncated, shorter ones zero-padded)
 NUM_PERSONS = 2        # bodies stored per clip
 
@@ -160,6 +161,10 @@ def load_split(folder: str, part: str, num_class: int | None = None, layout: str
     if num_class is not None and max_label >= num_class:
         raise ValueError(f"{paths['label']}: label {max_label} found, but the dataset has {num_class} "
                          f"classes (0-based labels 0..{num_class - 1} expected)")
+    if num_class is None and max_label >= MAX_CLASSES:
+        bad = int(np.argmax(labels))
+        raise ValueError(f"{paths['label']}: label {max_label} of clip {bad} ({names[bad]}) is not a class "
+                         f"index: labels are 0-based class indices, at most {MAX_CLASSES - 1}")
     return SkeletonSplit(data=data, labels=labels, names=names, num_frame=num_frame.astype(np.int64),
                          num_class=max_label + 1 if num_class is None else num_class, path=paths["data"])
 

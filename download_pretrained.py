@@ -30,6 +30,7 @@ import zipfile
 
 import torch
 
+import cli_errors
 import checkpoints
 import cmd_model
 import runtime
@@ -91,7 +92,14 @@ def install(candidate: str, entry: dict, root: str, keep_candidate: bool = False
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     if keep_candidate:                       # a file the user owns: copy next to dest first, then rename
         tmp = dest + ".import"
-        shutil.copyfile(candidate, tmp)
+        try:
+            shutil.copyfile(candidate, tmp)
+        except OSError as exc:
+            runtime.remove_quietly(tmp)
+            failure = runtime.write_failure(exc, dest, "nothing was replaced")
+            if failure is None:
+                raise
+            raise failure from exc
         candidate = tmp
     os.replace(candidate, dest)
     print(f"installed {entry['benchmark']}: {dest}\n  sha256 {digest}")
@@ -192,26 +200,32 @@ def _safe_extract(archive: tarfile.TarFile, member: str, folder: str) -> None:
         archive.extract(member, folder)
 
 
-def is_archive(path: str) -> bool:
-    """A zip or tar of files; a torch.save file is a zip too, recognised by its `<name>/data.pkl`."""
+def archive_kind(path: str) -> str | None:
+    """'tar' or 'zip' for an archive of files, None for anything else. A tar is recognised first: one
+    holding torch.save files ends with a zip directory (the last file's), which zipfile would take for the
+    whole file. A torch.save file is a zip too, recognised by its `<name>/data.pkl`."""
+    if tarfile.is_tarfile(path):
+        return "tar"
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            return not any(re.fullmatch(r"[^/]+/data\.pkl", n) for n in z.namelist())
-    return tarfile.is_tarfile(path)
+            return None if any(re.fullmatch(r"[^/]+/data\.pkl", n) for n in z.namelist()) else "zip"
+    return None
+
 
 
 def import_from(path: str, entries: list[dict], root: str) -> int:
     """--from: a checkpoint file (one benchmark) or a zip/tar archive (each benchmark found in it)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--from {path!r} does not exist")
-    if not is_archive(path):
+    kind = archive_kind(path)
+    if kind is None:
         if len(entries) != 1:
             raise ValueError(f"--from {path}: a single file needs exactly one BENCHMARK, got "
                              f"{[e['benchmark'] for e in entries]}")
         install(path, entries[0], root, keep_candidate=True)
         return 0
     failures = 0
-    archive = zipfile.ZipFile(path) if zipfile.is_zipfile(path) else tarfile.open(path)
+    archive = zipfile.ZipFile(path) if kind == "zip" else tarfile.open(path)
     with archive, tempfile.TemporaryDirectory(dir=root) as tmp:
         if isinstance(archive, zipfile.ZipFile):
             members = checkpoint_members(archive.namelist())
@@ -238,8 +252,8 @@ def import_from(path: str, entries: list[dict], root: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
                         help="manifest benchmarks, e.g. ntu60_cross_subject (default: all)")
     parser.add_argument("--from", dest="source", default=None, metavar="PATH",
@@ -268,6 +282,12 @@ def main(argv=None) -> int:
         except (CheckFailed, FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:              # a full disk while copying or extracting: nothing installed
+            failure = runtime.write_failure(exc, exc.filename or args.root)
+            if failure is None:
+                raise
+            print(f"error: {failure}", file=sys.stderr)
+            return 2
     failed, by_hand = [], []
     for entry in entries:
         try:
@@ -276,6 +296,13 @@ def main(argv=None) -> int:
         except CheckFailed as exc:
             print(f"error: {entry['benchmark']}: {exc}", file=sys.stderr)
             failed.append(entry["benchmark"])
+        except OSError as exc:              # a full disk: the .part file is kept for a later resume
+            failure = runtime.write_failure(exc, exc.filename or destination(entry, args.root),
+                                            "nothing was replaced; what was downloaded is kept to resume")
+            if failure is None:
+                raise
+            print(f"error: {failure}", file=sys.stderr)
+            return 2
     if failed:
         print(f"not installed: {failed} (nothing was replaced)", file=sys.stderr)
         return 1

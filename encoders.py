@@ -7,7 +7,10 @@ An encoder is one `Encoder` subclass with
 - `FLAGS`: the command-line flags that set `Config` fields (`EncoderFlag`);
 - `__init__(num_class, config=None, mlp=False, **overrides)`, which calls `super().__init__(config,
   **overrides)`, builds its layers, sets `feature_dim` and ends with `self.add_head(num_class, mlp)`;
-- `features(x)`: clips `(N, 3, T, V, M)` -> `(N, feature_dim)`, the pre-head features kNN uses.
+- `features(x)`: clips `(N, 3, T, V, M)` -> `(N, feature_dim)`, the pre-head features kNN uses;
+- optionally `tensor_count(config, num_class, mlp)`, the formula for its parameter and buffer values
+  (the default builds it on torch's meta device, which allocates nothing but takes time in proportion
+  to its number of layers).
 `forward(x)` is `fc(features(x))`; `--mlp` turns `fc` into Linear-ReLU-Linear (`add_mlp_head`).
 The registry (`cmd_model.ENCODERS`) maps a name to the class; the functions below give the scripts the
 union of every registered encoder's flags and turn parsed flags into one encoder's config.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -112,6 +116,14 @@ class Encoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def tensor_count(cls, config, num_class: int, mlp: bool = False) -> int:
+        """Values in this encoder's parameters and buffers, found without allocating them (the model is
+        built on the meta device), so a size too large for the machine is refused before it is made."""
+        with torch.device("meta"):
+            model = cls(num_class, config, mlp=mlp)
+        return sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))

@@ -26,9 +26,13 @@ import dataset_table
 import checkpoints
 import cmd_model
 import dataset
+import flag_values
 import graph
 import run_folder
 import runtime
+import visualise
+
+RELEASED_WORKERS = 4     # the released evaluation's -j default: the most loader workers chosen without -j
 
 
 def add_common_arguments(parser, protocols=None) -> None:
@@ -49,10 +53,12 @@ def add_common_arguments(parser, protocols=None) -> None:
                         help="the released flag: graph-based (the released scripts' value) is the clip "
                              "layout every encoder takes; seq-based is refused (SPEC section 7)")
     cmd_model.add_encoder_arguments(parser)
-    parser.add_argument("-j", "--workers", type=int, default=4, help="data loading workers")
+    parser.add_argument("-j", "--workers", type=flag_values.processes, default=None,
+                        help=f"data loading workers (default: as released, {RELEASED_WORKERS}, but no more "
+                             f"than the usable cores left beside the main process's threads; 0 on one core)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     runtime.add_threads_argument(parser)
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=flag_values.seed, default=None,
                         help="seed of every RNG (unseeded by default, as released)")
     parser.add_argument("--output", default=None, metavar="JSON",
                         help="write the results to this JSON file (default: a new file in results/ beside "
@@ -62,23 +68,27 @@ def add_common_arguments(parser, protocols=None) -> None:
     parser.add_argument("--tsne", default=None, metavar="PATH.png",
                         help="draw a 2-D t-SNE of the test features coloured by class (needs matplotlib)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --output file (and start again in a --checkpoint-path "
-                             "that holds a run, after moving it to <folder>.backup-<time>)")
+                        help="replace existing --output, --tsne, --tb-embedding or --save-features files "
+                             "(and start again in a --checkpoint-path that holds a run, after moving it to "
+                             "<folder>.backup-<time>)")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                              "refusing the data")
 
 
 def check_common_arguments(args) -> None:
-    """Everything about the flags that can be checked before any work: outputs, -j, --device."""
-    if args.workers < 0:
-        raise ValueError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
+    """Everything about the flags that can be checked before any work: outputs and --device (the values
+    of -j, --seed and the like are checked by argparse, flag_values)."""
     run_folder.check_output_file(args.output, args.overwrite, "--output")
-    if args.tsne:
-        run_folder.check_output_file(args.tsne, True, "--tsne")
+    run_folder.check_output_file(args.tsne, args.overwrite, "--tsne")
     if args.tb_embedding:
-        run_folder.check_writable_folder(args.tb_embedding, "--tb-embedding")
+        visualise.check_tb_embedding(args.tb_embedding, args.overwrite)
     runtime.resolve_device(args.device, set_device=False)
+
+
+def loader_workers(args) -> int:
+    """-j as given, else the default for this machine (runtime.default_workers, at most the released 4)."""
+    return runtime.loader_workers(args.workers, getattr(args, "threads", 0), RELEASED_WORKERS)
 
 
 def device_from_args(args) -> torch.device:
@@ -224,6 +234,11 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     statistics it was initialised with (mean 0, variance 1), an ST-GCN's eval-mode features are nearly
     constant (std ~1e-8), which puts its linear probe at chance and makes the baseline unfair."""
     config = resolve_model_config(args, source)
+    trained = 0 if not getattr(args, "finetune", False) else (3 if args.view == "all" else 1)
+    runtime.check_memory(cmd_model.classifier_bytes(config["encoder"], config["encoder_config"], num_class,
+                                                    trained), device,
+                         f"the classifier ({config['encoder']} encoders, {num_class} classes)",
+                         "lower the encoder's sizes (--hidden-size, ...) or check the labels' range")
     model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], view=args.view,
                                     encoder_config=config["encoder_config"],
                                     layout=dataset_table.layout_of(args.finetune_dataset))
@@ -303,6 +318,7 @@ def extract_features(model, loader, device: torch.device, desc: str = "features"
 
 if __name__ == "__main__":
     # python evaluation.py summarise RESULTS.json ... (the released workflow's command; see reports.py)
+    import cli_errors  # noqa: PLC0415
     import reports  # noqa: PLC0415
 
-    sys.exit(reports.summarise_command(sys.argv[1:]))
+    sys.exit(cli_errors.run_main(reports.summarise_command, prog="evaluation.py"))

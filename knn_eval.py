@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 import cli_errors
 import evaluation
+import flag_values
 import reports
 import run_folder
 import runtime
@@ -88,28 +89,47 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     if normalize:
         train_features = F.normalize(train_features, dim=1)
         test_features = F.normalize(test_features, dim=1)
-    train_labels = train_labels.to(train_features.device).long()
+    # votes count over the classes present (their index in `classes`), whatever the label values are
+    classes, train_labels = torch.unique(train_labels.to(train_features.device).long(), return_inverse=True)
     _, idx = knn_neighbours(train_features, test_features, max(ks), test_chunk, train_chunk)
     neighbour_labels = train_labels[idx]
-    num_classes = int(train_labels.max()) + 1
-    return {k: majority_vote(neighbour_labels[:, :k], num_classes) for k in ks}
+    return {k: classes[majority_vote(neighbour_labels[:, :k], len(classes))] for k in ks}
 
 
-def save_npy(path: str, array: np.ndarray) -> None:
-    with runtime.atomic_open(path, "wb") as f:
-        np.save(f, array)
+def save_features(folder: str, arrays: dict, overwrite: bool) -> None:
+    """`{name}.npy` in `folder` for each array, published together (run_folder.publish_files): an earlier
+    file is replaced only with `overwrite`, and a disk fault leaves no temporary file."""
+    os.makedirs(folder, exist_ok=True)
+    pairs = [(os.path.join(folder, f".{name}.npy.{os.getpid()}.tmp"), os.path.join(folder, f"{name}.npy"))
+             for name in arrays]
+    try:
+        for (tmp, _), array in zip(pairs, arrays.values()):
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+                f.flush()
+                os.fsync(f.fileno())
+        run_folder.publish_files(pairs, overwrite, "--save-features")
+    except OSError as exc:
+        failure = runtime.write_failure(exc, folder)
+        if failure is None:
+            raise
+        raise failure from exc
+    finally:
+        for tmp, _ in pairs:
+            runtime.remove_quietly(tmp)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_common_arguments(parser)
-    parser.add_argument("--knn-neighbours", type=int, nargs="+", default=[1],
+    parser.add_argument("--knn-neighbours", type=flag_values.positive_count, nargs="+", default=[1],
                         help="k for the k-nearest-neighbour vote; several values give one accuracy each")
-    parser.add_argument("-b", "--batch-size", type=int, default=64, help="batch size of feature extraction")
-    parser.add_argument("--chunk-size", type=int, default=1024,
+    parser.add_argument("-b", "--batch-size", type=flag_values.positive_count, default=64,
+                        help="batch size of feature extraction")
+    parser.add_argument("--chunk-size", type=flag_values.positive_count, default=1024,
                         help="test rows per block of the similarity computation")
-    parser.add_argument("--train-chunk-size", type=int, default=16384,
+    parser.add_argument("--train-chunk-size", type=flag_values.positive_count, default=16384,
                         help="training rows per block of the similarity computation")
     parser.add_argument("--lr", "--learning-rate", type=float, default=None,
                         help="accepted because the released retrieval script passes it; kNN trains "
@@ -121,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    if min(args.knn_neighbours) < 1:
-        raise SystemExit(f"--knn-neighbours must be >= 1, got {args.knn_neighbours}")
+    args.workers = evaluation.loader_workers(args)
     if args.lr is not None:
         print(f"=> --lr {args.lr} is ignored: kNN evaluation trains nothing (the released retrieval script "
               f"passes it)")
@@ -161,9 +180,10 @@ def main(argv=None) -> dict:
     metrics = {f"top1_k{k}": 100.0 * (p == test_lab).double().mean().item() for k, p in preds.items()}
 
     if args.save_features:
-        for name, arr in (("train_features", train_feat), ("train_labels", train_lab),
-                          ("test_features", test_feat), ("test_labels", test_lab)):
-            save_npy(os.path.join(args.save_features, f"{name}.npy"), arr.cpu().numpy())
+        save_features(args.save_features, {"train_features": train_feat.cpu().numpy(),
+                                           "train_labels": train_lab.cpu().numpy(),
+                                           "test_features": test_feat.cpu().numpy(),
+                                           "test_labels": test_lab.cpu().numpy()}, args.overwrite)
     test_np, test_lab_np = test_feat.cpu().numpy(), test_lab.cpu().numpy()
     visualise.write_visualisations(args, test_np, test_lab_np)
 
@@ -172,7 +192,7 @@ def main(argv=None) -> dict:
         started=started, extra={"knn_neighbours": sorted(set(args.knn_neighbours)),
                                 "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel())})
     columns = [(f"top-1 (k={k})", metrics[f"top1_k{k}"]) for k in sorted(preds)]
-    reports.report(args.output, record, columns)
+    reports.report(args.output, record, columns, args.overwrite)
     return record
 
 

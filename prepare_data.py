@@ -17,6 +17,7 @@ temporary names, renamed when whole, so memory stays at a few clips.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import multiprocessing as mp
 import os
@@ -29,6 +30,7 @@ from tqdm import tqdm
 import cli_errors
 import dataset
 import dataset_table
+import flag_values
 import graph
 import run_folder
 import runtime
@@ -61,6 +63,42 @@ def remove_leftover_temporaries(folder: str) -> list[str]:
     return removed
 
 
+def _reserve(path: str, final: str) -> None:
+    """Allocate the whole file on disk now: a memory-mapped file that the disk cannot hold fails later,
+    at some page write, with a bus error that no handler can catch; here it is a WriteFailed naming it."""
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):       # a file system that cannot: as before
+            return
+        failure = runtime.write_failure(exc, final, "nothing was replaced")
+        if failure is None:
+            raise
+        raise failure from exc
+    except AttributeError:                                      # no posix_fallocate (not POSIX)
+        return
+
+
+def _open_data(path: str, final: str, shape: tuple):
+    """A new memory-mapped float32 .npy of `shape` at `path`, its disk space reserved (see _reserve)."""
+    try:
+        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    except OSError as exc:
+        runtime.remove_quietly(path)
+        failure = runtime.write_failure(exc, final, "nothing was replaced")
+        if failure is None:
+            raise
+        raise failure from exc
+    try:
+        _reserve(path, final)
+    except BaseException:
+        del data
+        runtime.remove_quietly(path)
+        raise
+    return data
+
+
 class _PartWriter:
     """Memory-mapped {part}_data_joint.npy plus labels and frame counts, under temporary names."""
 
@@ -68,8 +106,9 @@ class _PartWriter:
         self.folder, self.part = folder, part
         os.makedirs(folder, exist_ok=True)
         self.tmp_data = os.path.join(folder, f".{part}_data_joint.npy.tmp")
+        self.final = dataset.split_paths(folder, part)["data"]
         shape = (capacity, 3, dataset.CLIP_FRAMES, num_joints, dataset.NUM_PERSONS)
-        self.data = np.lib.format.open_memmap(self.tmp_data, mode="w+", dtype=np.float32, shape=shape)
+        self.data = _open_data(self.tmp_data, self.final, shape)
         self.names, self.labels, self.num_frame = [], [], []
         self.digests = []       # of each clip's bytes, to report test clips equal to training clips
 
@@ -80,23 +119,26 @@ class _PartWriter:
         self.labels.append(int(sample.label))
         self.num_frame.append(int(num_frame))
 
-    def discard(self) -> None:
-        """Remove the temporary file (after an error)."""
-        self.data = None
-        if os.path.exists(self.tmp_data):
-            os.remove(self.tmp_data)
+    def _temporary(self, kind: str) -> str:
+        name = os.path.basename(dataset.split_paths(self.folder, self.part)[kind])
+        return os.path.join(self.folder, f".{name}.tmp")
 
-    def close(self) -> str:
+    def discard(self) -> None:
+        """Remove the temporary files (after an error)."""
+        self.data = None
+        for path in (self.tmp_data, self._temporary("label"), self._temporary("num_frame")):
+            runtime.remove_quietly(path)
+
+    def finish(self) -> None:
+        """Complete the three files under their temporary names (nothing is replaced yet)."""
         count = len(self.names)
         if count == 0:
-            self.data = None
-            os.remove(self.tmp_data)
+            self.discard()
             raise ValueError(f"no samples left for {self.folder} part {self.part!r}")
         self.data.flush()
         if count < self.data.shape[0]:          # skipped bad files: copy into a file of the right length
             short = os.path.join(self.folder, f".{self.part}_data_joint.short.npy.tmp")
-            out = np.lib.format.open_memmap(short, mode="w+", dtype=np.float32,
-                                            shape=(count,) + self.data.shape[1:])
+            out = _open_data(short, self.final, (count,) + self.data.shape[1:])
             for i in range(0, count, 256):
                 out[i:i + 256] = self.data[i:min(i + 256, count)]
             out.flush()
@@ -104,11 +146,26 @@ class _PartWriter:
             self.data = None
             os.replace(short, self.tmp_data)
         self.data = None
+        for kind, write in (("label", lambda f: pickle.dump((self.names, self.labels), f)),
+                            ("num_frame", lambda f: np.save(f, np.asarray(self.num_frame, dtype=np.int64)))):
+            path = self._temporary(kind)
+            try:
+                with open(path, "wb") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                runtime.remove_quietly(path)
+                failure = runtime.write_failure(exc, dataset.split_paths(self.folder, self.part)[kind])
+                if failure is None:
+                    raise
+                raise failure from exc
+
+    def publish(self) -> str:
+        """Rename the finished temporary files to their names (no disk space needed)."""
         paths = dataset.split_paths(self.folder, self.part)
-        with runtime.atomic_open(paths["label"], "wb") as f:
-            pickle.dump((self.names, self.labels), f)
-        with runtime.atomic_open(paths["num_frame"], "wb") as f:
-            np.save(f, np.asarray(self.num_frame, dtype=np.int64))
+        os.replace(self._temporary("label"), paths["label"])
+        os.replace(self._temporary("num_frame"), paths["num_frame"])
         os.replace(self.tmp_data, paths["data"])
         return paths["data"]
 
@@ -132,11 +189,13 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
     for bench in folders:
         for path in remove_leftover_temporaries(os.path.join(out_dir, bench)):
             print(f"removed {path}, left by an interrupted conversion", file=sys.stderr)
-    writers = {key: _PartWriter(os.path.join(out_dir, key[0]), key[1], n, num_joints)
-               for key, n in sorted(capacity.items())}
+    writers = {}
     bad, notes = [], []
-    pool = mp.Pool(workers) if workers > 1 else None
+    pool = None
     try:
+        for key, n in sorted(capacity.items()):
+            writers[key] = _PartWriter(os.path.join(out_dir, key[0]), key[1], n, num_joints)
+        pool = mp.Pool(workers) if workers > 1 else None
         results = pool.imap(_run_job, jobs, chunksize=4) if pool else map(_run_job, jobs)
         for job, (clips, error, job_notes) in tqdm(zip(jobs, results), total=len(jobs), desc=desc,
                                                    unit="file", dynamic_ncols=True):
@@ -163,8 +222,15 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
         if pool:
             pool.terminate()
             pool.join()
-    for writer in writers.values():
-        writer.close()
+    try:          # every part complete before any earlier file is replaced
+        for writer in writers.values():
+            writer.finish()
+        for writer in writers.values():
+            writer.publish()
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
     if bad:
         print(f"skipped {len(bad)} malformed file(s)", file=sys.stderr)
     duplicates = report_duplicates(writers, folders)
@@ -197,8 +263,8 @@ def report_duplicates(writers: dict, folders: list[str]) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per dataset of dataset_table.py that has a raw format (its aliases too)."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_errors.ArgumentParser(description=__doc__,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="dataset", required=True)
     for entry in dataset_table.ENTRIES.values():
         if entry.raw_format is None:
@@ -208,12 +274,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help=f"output root (default ./data/{entry.name}); "
                                                    f"one sub-folder per benchmark")
         p.add_argument("--benchmarks", nargs="+", default=folders, choices=folders)
-        p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                       help="processes parsing and normalising files (default: CPU count, at most 8)")
+        p.add_argument("--workers", type=flag_values.worker_processes,
+                       default=max(1, min(8, runtime.usable_cores())),
+                       help="processes parsing and normalising files (default: the usable cores, at most 8)")
         p.add_argument("--skip-bad", action="store_true",
                        help="log and skip malformed files instead of failing")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace prepared files that --out already holds for these benchmarks")
         RAW_FORMATS[entry.raw_format].add_arguments(p, entry)
     return parser
+
+
+def check_prepared(out: str, folders: list[str], overwrite: bool) -> None:
+    """Prepared files of these benchmarks already in `out` are replaced only with --overwrite."""
+    found = [os.path.relpath(path, out) for folder in folders for part in dataset.PARTS
+             for path in dataset.split_paths(os.path.join(out, folder), part).values()
+             if os.path.lexists(path)]
+    if found and not overwrite:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise run_folder.RunFolderError(f"--out {out} already holds prepared data ({shown}); add --overwrite "
+                                        f"to replace it, or choose another --out")
 
 
 def main(argv=None) -> dict:
@@ -221,13 +301,13 @@ def main(argv=None) -> dict:
     entry = dataset_table.get(args.dataset)
     out = args.out or os.path.join("data", entry.name)
     run_folder.check_writable_folder(out, "--out")
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: expected 1 or more")
     split_of = {spec.folder: spec.split for spec in entry.protocols.values()}
     rules = {folder: split_of[folder] for folder in args.benchmarks}
-    jobs = RAW_FORMATS[entry.raw_format].jobs(args, entry, rules, out)
-    report = convert(jobs, out, list(rules), workers=args.workers, skip_bad=args.skip_bad,
-                     desc=entry.name, num_joints=graph.get_layout(entry.layout).num_joints)
+    check_prepared(out, list(rules), args.overwrite)
+    with run_folder.locked_folder(out):          # a second conversion into --out is refused with our pid
+        jobs = RAW_FORMATS[entry.raw_format].jobs(args, entry, rules, out)
+        report = convert(jobs, out, list(rules), workers=args.workers, skip_bad=args.skip_bad,
+                         desc=entry.name, num_joints=graph.get_layout(entry.layout).num_joints)
     for key, count in sorted(report["written"].items()):
         print(f"{os.path.join(out, key)}: {count} samples")
     return report

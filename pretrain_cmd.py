@@ -42,6 +42,7 @@ import cli_errors
 import cmd_model
 import dataset
 import encoders
+import flag_values
 import resume_check
 import run_folder
 import runtime
@@ -52,19 +53,20 @@ STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
               "top1_joint", "top1_motion", "top1_bone")
 # arguments that fix the model's shape besides the encoder record: a resumed checkpoint must agree on them
 MODEL_ARGS = ("mlp", "contrast_dim", "contrast_k")
+RELEASED_WORKERS = 8          # the released -j default: the most loader workers chosen without -j
 
 
 class UsageError(Exception):
     """Bad flags or bad input data, found before training starts (exit status 2)."""
 
 
-class NonFiniteLossError(Exception):
-    """The loss became NaN or infinite (exit status 1); nothing of that epoch is saved."""
+class NonFiniteLossError(cli_errors.RunStopped):
+    """The loss or the weights became NaN or infinite (exit status 1); nothing of that epoch is saved."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli_errors.ArgumentParser(description="CMD self-supervised pretraining (Mao et al., ECCV 2022)",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_released_flags(p)
     _add_our_flags(p)
     return p
@@ -72,26 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_released_flags(p) -> None:
     """The released pretrain_cmd.py's flags: names, defaults and meaning as released."""
-    p.add_argument("-j", "--workers", default=8, type=int, metavar="N",
-                   help="data loading workers per process")
-    p.add_argument("--epochs", default=451, type=int, metavar="N", help="number of total epochs to run")
-    p.add_argument("--start-epoch", default=0, type=int, metavar="N",
+    p.add_argument("-j", "--workers", default=None, type=flag_values.processes, metavar="N",
+                   help="data loading workers per process (default: as released, 8, but no more than the "
+                        "usable cores left beside the main process's threads; 0 on one core)")
+    p.add_argument("--epochs", default=451, type=flag_values.positive_count, metavar="N",
+                   help="number of total epochs to run")
+    p.add_argument("--start-epoch", default=0, type=flag_values.count, metavar="N",
                    help="manual epoch number (useful on restarts; --resume overrides it)")
-    p.add_argument("-b", "--batch-size", default=64, type=int, metavar="N",
+    p.add_argument("-b", "--batch-size", default=64, type=flag_values.positive_count, metavar="N",
                    help="global mini-batch size, split evenly over the processes of a torchrun job")
-    p.add_argument("--lr", "--learning-rate", default=0.01, type=float, metavar="LR", dest="lr",
-                   help="initial learning rate")
-    p.add_argument("--schedule", default=[351], nargs="*", type=int,
+    p.add_argument("--lr", "--learning-rate", default=0.01, type=flag_values.positive, metavar="LR",
+                   dest="lr", help="initial learning rate")
+    p.add_argument("--schedule", default=[351], nargs="*", type=flag_values.count,
                    help="epochs at which the learning rate drops by 10x (ignored with --cos)")
     p.add_argument("--cos", action="store_true", help="cosine learning-rate schedule instead of steps")
-    p.add_argument("--momentum", default=0.9, type=float, metavar="M", help="SGD momentum")
-    p.add_argument("--wd", "--weight-decay", default=1e-4, type=float, metavar="W", dest="weight_decay",
-                   help="weight decay")
-    p.add_argument("-p", "--print-freq", default=10, type=int, metavar="N",
-                   help="refresh the progress-bar statistics every N steps")
+    p.add_argument("--momentum", default=0.9, type=flag_values.unit_interval, metavar="M",
+                   help="SGD momentum, in [0, 1]")
+    p.add_argument("--wd", "--weight-decay", default=1e-4, type=flag_values.non_negative, metavar="W",
+                   dest="weight_decay", help="weight decay")
+    p.add_argument("-p", "--print-freq", default=10, type=flag_values.positive_count, metavar="N",
+                   help="read (and check) the training statistics and refresh the progress bar every N "
+                        "steps")
     p.add_argument("--resume", default="", type=str, metavar="PATH",
                    help="checkpoint to resume from, or 'auto' for the newest one in --checkpoint-path")
-    p.add_argument("--seed", default=None, type=int,
+    p.add_argument("--seed", default=None, type=flag_values.seed,
                    help="seed of initialisation, shuffling and augmentation (drawn at random and recorded "
                         "in config.json when not given)")
     p.add_argument("--checkpoint-path", default="./checkpoints", type=str, help="where checkpoints go")
@@ -104,15 +110,21 @@ def _add_released_flags(p) -> None:
                    help=f"pretraining dataset: one of {', '.join(dataset_table.dataset_names())}")
     p.add_argument("--protocol", default="cross_subject", type=str,
                    help=f"split: one of {', '.join(dataset_table.protocol_names())}")
-    p.add_argument("--contrast-dim", default=128, type=int, help="feature dimension of the contrastive head")
-    p.add_argument("--contrast-k", default=16384, type=int, help="queue size (number of negative keys)")
-    p.add_argument("--contrast-m", default=0.999, type=float, help="momentum of the key encoders")
-    p.add_argument("--contrast-t", default=0.07, type=float, help="InfoNCE temperature")
-    p.add_argument("--teacher-t", default=0.05, type=float, help="temperature of the teacher's distribution")
-    p.add_argument("--student-t", default=0.1, type=float, help="temperature of the student's distribution")
-    p.add_argument("--cmd-weight", default=1.0, type=float,
-                   help="weight of the cross-modal distillation loss")
-    p.add_argument("--topk", default=8192, type=int, help="nearest neighbours in the teacher's distribution")
+    p.add_argument("--contrast-dim", default=128, type=flag_values.positive_count,
+                   help="feature dimension of the contrastive head")
+    p.add_argument("--contrast-k", default=16384, type=flag_values.positive_count,
+                   help="queue size (number of negative keys)")
+    p.add_argument("--contrast-m", default=0.999, type=flag_values.unit_interval,
+                   help="momentum of the key encoders, in [0, 1]")
+    p.add_argument("--contrast-t", default=0.07, type=flag_values.positive, help="InfoNCE temperature (> 0)")
+    p.add_argument("--teacher-t", default=0.05, type=flag_values.positive,
+                   help="temperature of the teacher's distribution (> 0)")
+    p.add_argument("--student-t", default=0.1, type=flag_values.positive,
+                   help="temperature of the student's distribution (> 0)")
+    p.add_argument("--cmd-weight", default=1.0, type=flag_values.non_negative,
+                   help="weight of the cross-modal distillation loss (>= 0)")
+    p.add_argument("--topk", default=8192, type=flag_values.positive_count,
+                   help="nearest neighbours in the teacher's distribution")
     p.add_argument("--mlp", action="store_true", help="two-layer MLP projection head")
 
 
@@ -124,18 +136,18 @@ def _add_our_flags(p) -> None:
     cmd_model.add_encoder_arguments(p)
     p.add_argument("--device", default="auto", type=str,
                    help="auto (this process's CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
-    p.add_argument("--save-freq", default=10, type=int,
+    p.add_argument("--save-freq", default=10, type=flag_values.positive_count,
                    help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0, "
                         "and at the last epoch")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision: bfloat16 autocast where the device has it (CUDA, CPUs with "
                         "bfloat16 units), else float16 autocast + GradScaler on CUDA; float32 otherwise")
-    p.add_argument("--max-steps", default=None, type=int,
+    p.add_argument("--max-steps", default=None, type=flag_values.positive_count,
                    help="stop after this many training steps (smoke runs); the cut epoch is saved "
                         "as the last")
     p.add_argument("--log-dir", default=None, type=str,
                    help="tensorboard folder (default: --checkpoint-path)")
-    p.add_argument("--shuffle-bn", default=1, type=int, metavar="GROUPS",
+    p.add_argument("--shuffle-bn", default=1, type=flag_values.positive_count, metavar="GROUPS",
                    help="encode each process's batch in GROUPS groups, the keys in a random order, so that "
                         "a clip's query and key get BatchNorm statistics of different clips (MoCo's "
                         "shuffling BN on one device; docs/differences.md); 1 = off, as released")
@@ -206,7 +218,7 @@ def check_flags(args, world: int) -> tuple[str, object]:
         name, config = encoder_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if args.batch_size < 1 or args.batch_size % world:
+    if args.batch_size % world:
         raise UsageError(f"--batch-size {args.batch_size} is the global batch and must split evenly over "
                          f"{world} processes")
     if args.contrast_k % args.batch_size:
@@ -215,16 +227,23 @@ def check_flags(args, world: int) -> tuple[str, object]:
                          f"assumes it)")
     if not 1 <= args.topk <= args.contrast_k:
         raise UsageError(f"--topk {args.topk} must be between 1 and --contrast-k {args.contrast_k}")
-    if args.save_freq < 1 or args.print_freq < 1:
-        raise UsageError("--save-freq and --print-freq must be at least 1")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
-    if args.workers < 0:
-        raise UsageError(f"-j/--workers {args.workers}: expected 0 (load in the main process) or more")
-    if args.shuffle_bn < 1 or args.batch_size // world < 2 * args.shuffle_bn:
+    if args.batch_size // world < 2 * args.shuffle_bn:
         raise UsageError(f"--shuffle-bn {args.shuffle_bn}: expected 1 (off) or a group count that leaves at "
                          f"least 2 clips per group of each process's batch ({args.batch_size // world})")
     return name, config
+
+
+def check_memory(args, encoder: str, encoder_config, device: torch.device, per_rank_batch: int) -> None:
+    """Refuse sizes whose model and queues cannot fit the device, before anything is allocated."""
+    needed = cmd_model.pretraining_bytes(encoder, encoder_config, args.contrast_dim, args.contrast_k,
+                                         args.mlp, per_rank_batch)
+    try:
+        runtime.check_memory(needed, device, f"CMD pretraining (six {encoder} encoders, three queues of "
+                                             f"{args.contrast_dim} x {args.contrast_k})",
+                             "lower the encoder's sizes (--hidden-size, --gru-layers, ...), --contrast-k or "
+                             "--contrast-dim")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def make_config(args, dist_info, device, store: training.RunCheckpoints, log) -> tuple[Config, Resume | None]:
@@ -232,9 +251,14 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
 
     A resumed run without --seed keeps the interrupted run's seed, so the rest of it is reproduced."""
     encoder, encoder_config = check_flags(args, dist_info.world_size)
+    check_memory(args, encoder, encoder_config, device, args.batch_size // dist_info.world_size)
     if dist_info.is_main:      # before any work: never replace an earlier run's files by accident
         resumes_here = run_folder.resumes_into(args.checkpoint_path, args.resume)
         run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
+        if args.log_dir:
+            run_folder.check_writable_folder(args.log_dir, "--log-dir")
+        if resumes_here:
+            read_log_records(os.path.join(args.checkpoint_path, "log.jsonl"))
     amp_dtype = runtime.amp_dtype(device) if args.amp else None
     if args.amp and amp_dtype is None:
         log(f"warning: --amp: {device} has no native bfloat16 (and float16 with a GradScaler needs CUDA); "
@@ -253,7 +277,8 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
     # every rank must initialise the same model and use the same order
     done = args.start_epoch if checkpoint is None else int(checkpoint.get("epoch", 0))
     frozen = runtime.FrozenArgs(args, encoder=encoder, seed=runtime.broadcast_int(seed, device),
-                                log_dir=args.log_dir or args.checkpoint_path, start_epoch=done)
+                                log_dir=args.log_dir or args.checkpoint_path, start_epoch=done,
+                                workers=runtime.loader_workers(args.workers, args.threads, RELEASED_WORKERS))
     identity = resume_check.run_identity(
         frozen, world_size=dist_info.world_size, data_folder=os.path.realpath(data_folder),
         encoder_config=encoders.config_record(encoder_config), code_version=resume_check.code_version())
@@ -367,9 +392,9 @@ def prepare(args) -> Training:
     """Process group, settings, data, model and optimiser, with the resumed checkpoint's state loaded."""
     dist_info, device = runtime.init_distributed(args.device)
     log = runtime.main_process_log(dist_info.is_main)
-    runtime.set_threads(args.threads, args.workers, log=log)
     store = training.RunCheckpoints(args.checkpoint_path, log)
     cfg, resume = make_config(args, dist_info, device, store, log)
+    runtime.set_threads(args.threads, cfg.args.workers, log=log)
     data = build_data(cfg)
     model = build_model(cfg)
     optimizer, scaler = build_optimizer(cfg, model)
@@ -456,7 +481,7 @@ def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epo
         meters.update(step, step_statistics(out, ce, loss))
         last_step = step + 1 == len(data.loader) or (steps_left is not None and step + 1 >= steps_left)
         if step % a.print_freq == 0 or last_step:
-            means = read_statistics(cfg, data, meters, epoch, step, last_checkpoint)
+            means = read_statistics(cfg, data, meters, epoch, step, last_checkpoint, train_model)
             show_progress(bar, means, meters.count * a.batch_size / max(time.perf_counter() - start, 1e-9))
         if last_step:
             break
@@ -469,16 +494,39 @@ def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epo
 
 
 def read_statistics(cfg: Config, data: Data, meters: runtime.DeviceMeters, epoch: int, step: int,
-                    last_checkpoint: str | None) -> dict:
-    """Global means over the epoch's steps so far (one host read); raises at a non-finite step."""
+                    last_checkpoint: str | None, train_model: nn.Module | None = None) -> dict:
+    """Global means over the epoch's steps so far (one host read); raises at a non-finite step, or when
+    the updates so far made a weight, a queue or a statistic of the model non-finite (one more read)."""
     reading = meters.read()
-    if reading.first_bad is None:
-        return reading.means
-    detail = ", ".join(f"{name}={v:.4g}" for name, v in reading.bad_values.items())
     checked = max(step - cfg.args.print_freq + 1, 0)
-    raise nonfinite_loss_error(cfg, data, epoch, reading.first_bad,
-                               f"{detail}; found at the check of steps {checked}..{step}, made every "
-                               f"--print-freq steps", last_checkpoint)
+    window = f"found at the check of steps {checked}..{step}, made every --print-freq steps"
+    if reading.first_bad is not None:
+        detail = ", ".join(f"{name}={v:.4g}" for name, v in reading.bad_values.items())
+        raise nonfinite_loss_error(cfg, data, epoch, reading.first_bad, f"{detail}; {window}",
+                                   last_checkpoint)
+    bad = training.nonfinite_tensors(getattr(train_model, "module", train_model)) if train_model else []
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteLossError(
+            f"non-finite weights at epoch {epoch} after the update of step {step} ({shown}; {window}); "
+            f"stopping before writing a checkpoint. Likely cause: {likely_flags(cfg.args)}. Last "
+            f"checkpoint written or resumed: {last_checkpoint or 'none'}")
+    return reading.means
+
+
+# the flags whose values most often make training diverge, with the released values they are compared to
+DIVERGENCE_FLAGS = ("lr", "weight_decay", "momentum", "contrast_m", "contrast_t", "teacher_t", "student_t",
+                    "cmd_weight")
+
+
+def likely_flags(args) -> str:
+    """The divergence-prone flags that differ from the released values, or the learning rate."""
+    parser = build_parser()
+    option = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    changed = [f"{option[k]} {getattr(args, k):g} (released {parser.get_default(k):g})"
+               for k in DIVERGENCE_FLAGS if getattr(args, k) != parser.get_default(k)]
+    return ("flags that differ from the released values: " + ", ".join(changed) if changed
+            else f"a learning rate too high for this model and data (--lr {args.lr:g})")
 
 
 def nonfinite_loss_error(cfg: Config, data: Data, epoch: int, step: int, detail: str,
@@ -489,9 +537,10 @@ def nonfinite_loss_error(cfg: Config, data: Data, epoch: int, step: int, detail:
     names = [data.train_set.split.names[i] for i in clips]
     shown = ", ".join(f"{i} ({n})" for i, n in zip(clips[:8], names[:8])) + (" ..." if len(clips) > 8 else "")
     return NonFiniteLossError(
-        f"non-finite loss at epoch {epoch}, step {step} ({detail}); batch clips {shown}; stopping. The "
-        f"data were checked finite at load: lower --lr, or check these clips. Last checkpoint written "
-        f"or resumed: {last_checkpoint or 'none'}")
+        f"non-finite loss at epoch {epoch}, step {step} ({detail}); batch clips {shown}; stopping before "
+        f"writing a checkpoint. The data were checked finite at load; likely cause: "
+        f"{likely_flags(cfg.args)}, or these clips. Last checkpoint written or resumed: "
+        f"{last_checkpoint or 'none'}")
 
 
 def show_progress(bar, means: dict, samples_per_s: float) -> None:
@@ -514,6 +563,14 @@ class RunOutputs:
         self.lock = run_folder.claim(a.checkpoint_path, run_folder.resumes_into(a.checkpoint_path, a.resume),
                                      a.overwrite)
         self.writer = None
+        try:
+            self._open(t, resume_changes)
+        except BaseException:
+            self.close()          # no lock left behind
+            raise
+
+    def _open(self, t: Training, resume_changes: list) -> None:
+        a = t.cfg.args
         write_config(t)
         from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (heavy import, rank 0 only)
         # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
@@ -611,20 +668,35 @@ def train(t: Training) -> TrainResult:
     return TrainResult(t.model, epochs_done, total_steps, t.store.last)
 
 
+def read_log_records(path: str) -> list[tuple[int, str]]:
+    """(epoch, line) of every record of a run's log.jsonl. A last line cut short by a crash is left out;
+    any other line that is not a record of ours (binary data, an edited line) is a UsageError naming it."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, "rb") as f:
+        lines = [line for line in f.read().split(b"\n") if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            text = line.decode("utf-8")
+            records.append((int(json.loads(text)["epoch"]), text + "\n"))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            if i == len(lines) - 1 and line.startswith(b"{") and line.isascii():
+                continue                                   # a record cut short by a crash
+            raise UsageError(f"{path}:{i + 1}: not a record of this run's log (binary data, or a line "
+                             f"edited by hand); move the file aside, or repair that line, to continue the "
+                             f"run") from None
+    return records
+
+
 def _drop_records_from(path: str, epoch: int) -> None:
     """Keep only the log.jsonl records of epochs before `epoch` (those the resumed checkpoint holds)."""
     if not os.path.isfile(path):
         return
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    kept = []
-    for line in lines:
-        try:
-            if int(json.loads(line)["epoch"]) < epoch:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash
-    if len(kept) != len(lines):
+    with open(path, "rb") as f:
+        count = sum(1 for line in f if line.strip())
+    kept = [line for record_epoch, line in read_log_records(path) if record_epoch < epoch]
+    if len(kept) != count:
         runtime.atomic_write_text(path, "".join(kept))
 
 
@@ -636,7 +708,10 @@ def run(args) -> TrainResult:
 def main(argv=None) -> int:
     parser = build_parser()
     argv, debug = cli_errors.pop_debug(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:           # a bad flag value (printed on one line) or --help
+        return exc.code
     try:
         run(args)
     except cli_errors.USER_ERRORS + (UsageError,) as exc:
@@ -649,6 +724,11 @@ def main(argv=None) -> int:
             raise
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:              # a disk or device fault outside the writers that name their file
+        if debug or cli_errors.write_fault_message(exc) is None:
+            raise
+        print(f"{parser.prog}: error: {cli_errors.write_fault_message(exc)}", file=sys.stderr)
+        return 2
     finally:
         runtime.cleanup_distributed()
     return 0

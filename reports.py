@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import cmd_model
+import run_folder
 import runtime
 
 
@@ -68,28 +69,67 @@ def markdown_table(record: dict, columns) -> str:
 def default_output_path(record: dict) -> str:
     """Where the results JSON goes without --output: a results/ folder beside the checkpoint (./results
     for --pretrained none), named after what was evaluated; an earlier file is never overwritten (the
-    name gets -2, -3, ... instead)."""
+    name gets -2, -3, ... instead; `write_results_file` claims the name when it writes)."""
+    return next(path for path in _numbered(_default_stem(record)) if not os.path.exists(path))
+
+
+def _default_stem(record: dict) -> str:
     checkpoint = record["checkpoint"]
     if checkpoint in ("none", "raw"):   # a random encoder; raw coordinates (knn_eval.py --pretrained raw)
         folder, tag = "results", "random" if checkpoint == "none" else "raw"
     else:
         folder = os.path.join(os.path.dirname(checkpoint), "results")
         tag = os.path.basename(checkpoint).split(".")[0]
-    stem = os.path.join(folder, "_".join([record["evaluation"], record["benchmark"], record["protocol"],
+    return os.path.join(folder, "_".join([record["evaluation"], record["benchmark"], record["protocol"],
                                           record["view"], tag]))
-    path, n = f"{stem}.json", 1
-    while os.path.exists(path):
+
+
+def _numbered(stem: str, start: int = 1):
+    """`stem.json`, `stem-2.json`, `stem-3.json`, ... from the `start`-th."""
+    n = start
+    while True:
+        yield f"{stem}.json" if n == 1 else f"{stem}-{n}.json"
         n += 1
-        path = f"{stem}-{n}.json"
-    return path
 
 
-def report(output: str | None, record: dict, columns) -> str:
-    """Print the one-row table and write the record to `output` (default: default_output_path)."""
+def _write_new(stem: str, record: dict, start: int = 1) -> str:
+    """Write `record` under the first free name of `_numbered(stem, start)`, claimed when published (two
+    runs that picked the same name both keep their results); returns the name written."""
+    for path in _numbered(stem, start):
+        if os.path.exists(path):
+            continue
+        try:
+            runtime.atomic_write_json(path, record, exclusive=True)
+            return path
+        except FileExistsError:
+            continue
+
+
+def write_results_file(output: str | None, record: dict, overwrite: bool = False) -> str:
+    """Write the record to `output` (default: default_output_path); returns where. An existing `output` is
+    replaced only with `overwrite`; one that appeared while the evaluation ran (another run's result) is
+    left as it is, these results go to the next free name beside it, and RunFolderError says so."""
+    if output is None:
+        return _write_new(_default_stem(record), record)
+    if overwrite:
+        runtime.atomic_write_json(output, record)
+        return output
+    try:
+        runtime.atomic_write_json(output, record, exclusive=True)
+        return output
+    except FileExistsError:
+        stem = output[:-len(".json")] if output.endswith(".json") else output
+        kept = _write_new(stem, record, start=2)
+    raise run_folder.RunFolderError(f"--output {output} appeared while this evaluation ran (written by "
+                                    f"another run?); it was left as it is and these results were written "
+                                    f"to {kept}")
+
+
+def report(output: str | None, record: dict, columns, overwrite: bool = False) -> str:
+    """Print the one-row table and write the record (write_results_file)."""
     table = markdown_table(record, columns)
     print(table)
-    output = output or default_output_path(record)
-    runtime.atomic_write_json(output, record)
+    output = write_results_file(output, record, overwrite)
     print(f"results written to {output}")
     return table
 
@@ -107,8 +147,7 @@ def summarise_results(paths, metric_names=("last", "best")) -> list[dict]:
     mean and sample standard deviation (ddof=1; 0 for one run) of each top-1 over the group's runs."""
     groups: dict = {}
     for path in paths:
-        with open(path) as f:
-            record = json.load(f)
+        record = read_results_file(path)
         subset = record.get("subset") or {}
         key = (record["benchmark"], record["protocol"], record["evaluation"], record["view"],
                os.path.basename(record["checkpoint"]), subset.get("ratio", 1.0))
@@ -125,6 +164,31 @@ def summarise_results(paths, metric_names=("last", "best")) -> list[dict]:
                 row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+RECORD_KEYS = ("benchmark", "protocol", "evaluation", "view", "checkpoint", "metrics")
+
+
+def read_results_file(path: str) -> dict:
+    """A results JSON written by the evaluation CLIs; ValueError naming the file and what it lacks."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such results file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a results JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a results JSON ({exc.msg} at line {exc.lineno}, column "
+                         f"{exc.colno})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise ValueError(f"{path}: not a results JSON of action_classification.py or knn_eval.py (expected "
+                         f"an object with {', '.join(RECORD_KEYS)})")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: not a results JSON of action_classification.py or knn_eval.py (no "
+                         f"{', '.join(missing)})")
+    return record
 
 
 def summary_table(rows, metric_names=("last", "best")) -> str:

@@ -2,8 +2,10 @@
 
 A folder that already holds a checkpoint belongs to an earlier run. A new run starts there only with
 `--resume` (continue that run) or `--overwrite` (start again: the old run is first moved aside to
-`<folder>.backup-<UTC time>`, nothing is deleted). An existing results file (`--output`) is replaced
-only with `--overwrite`.
+`<folder>.backup-<UTC time>`, nothing is deleted). An existing output file (`--output`, `--tsne`, ...)
+is replaced only with `--overwrite`, and the check is made twice: before any work, and when the file is
+published (`publish_new`: a hard link, which fails when the name appeared meanwhile), so a second run
+that wrote the same name in between is never replaced.
 
 While a run writes a folder it holds `<folder>/.lock` (pid, host, start time), created with O_EXCL so
 two runs cannot both take it. A lock whose process no longer runs on this host is recognised as stale
@@ -14,7 +16,9 @@ process that raised) is taken over.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
+import errno
 import glob
 import json
 import os
@@ -42,10 +46,18 @@ def _describe(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def check_not_dangling(path: str, flag: str) -> None:
+    """A symbolic link whose target does not exist is neither a file nor a folder to write to."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise RunFolderError(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does not "
+                             f"exist; remove the link or give another path")
+
+
 def check_folder(folder: str, resume: bool, overwrite: bool, flag: str = "--checkpoint-path") -> None:
     """Refuse, before any work, a run that would silently replace an earlier run's files.
 
     Read-only: nothing is moved or created here (see `claim`)."""
+    check_not_dangling(folder, flag)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise RunFolderError(f"{flag} {folder} is a file, expected a folder for the run's checkpoints")
     if resume and overwrite:
@@ -104,8 +116,17 @@ class FolderLock:
             except FileExistsError:
                 _check_lock(os.path.dirname(self.path), remove_stale=True)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(owner, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(owner, f)
+            except OSError as exc:      # e.g. a full disk: no empty lock may stay behind
+                with contextlib.suppress(OSError):
+                    os.remove(self.path)
+                import runtime  # noqa: PLC0415  (runtime imports this module)
+                failure = runtime.write_failure(exc, self.path, "no lock was taken")
+                if failure is None:
+                    raise
+                raise failure from exc
             self.held = True
             atexit.register(self.release)
             return
@@ -149,6 +170,10 @@ def _check_lock(folder: str, remove_stale: bool = False) -> None:
     owner = _read_lock(path)
     if owner is None:
         return
+    if not owner:
+        raise RunFolderError(f"{folder} holds an unreadable lock {path} (empty or not JSON: left by a run "
+                             f"that could not finish writing it, e.g. on a full disk); if no run is using "
+                             f"this folder, delete {path} and start again")
     pid, host = owner.get("pid"), owner.get("host")
     if host == socket.gethostname() and isinstance(pid, int):
         if pid == os.getpid():       # left by an earlier run in this very process
@@ -183,10 +208,39 @@ def claim(folder: str, resume: bool, overwrite: bool, flag: str = "--checkpoint-
     return lock
 
 
+@contextlib.contextmanager
+def locked_folder(folder: str):
+    """Create `folder` when needed and hold its lock (FolderLock) while the block runs, so a second writer
+    is refused with this one's pid. When the block fails, the folders this created are removed again if
+    they are still empty."""
+    created = None
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        created, probe = probe, os.path.dirname(probe)
+    os.makedirs(folder, exist_ok=True)
+    lock = FolderLock(folder)
+    finished = False
+    try:
+        lock.acquire()
+        yield lock
+        finished = True
+    finally:
+        lock.release()
+        if not finished and created is not None:
+            path = os.path.abspath(folder)
+            while len(path) >= len(created):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    break
+                path = os.path.dirname(path)
+
+
 def check_output_file(path: str | None, overwrite: bool, flag: str = "--output") -> None:
     """An output file must be writable and must not replace an earlier one without --overwrite."""
     if not path:
         return
+    check_not_dangling(path, flag)
     if os.path.isdir(path):
         raise RunFolderError(f"{flag} {path} is a folder, expected a file name")
     if os.path.exists(path) and not overwrite:
@@ -197,11 +251,52 @@ def check_output_file(path: str | None, overwrite: bool, flag: str = "--output")
 
 def check_writable_folder(folder: str, flag: str, shown: str | None = None) -> None:
     """`folder` is, or can be created as, a folder we can write into."""
-    shown = shown or folder
+    check_not_dangling(folder, flag)
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise RunFolderError(f"{flag} {shown}: {folder} is a file, expected a folder")
+        raise RunFolderError(f"{flag} {folder} is a file, expected a folder" if shown in (None, folder) else
+                             f"{flag} {shown}: {folder} is a file, expected a folder")
+    shown = shown or folder
     parent = _existing_ancestor(folder)
     if not os.path.isdir(parent):
         raise RunFolderError(f"{flag} {shown}: {parent} is a file, expected a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RunFolderError(f"{flag} {shown}: cannot write into {parent} (permission denied)")
+
+
+def publish_new(tmp: str, path: str) -> None:
+    """Move the finished file `tmp` to `path`, which must not exist: a hard link fails when the name
+    appeared meanwhile (FileExistsError, `tmp` left in place), where os.replace would silently replace
+    it. On file systems without hard links the name is claimed with an exclusive create first."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))   # FileExistsError: taken
+        os.replace(tmp, path)
+        return
+    os.remove(tmp)
+
+
+def publish_files(pairs, overwrite: bool, flag: str) -> None:
+    """Move finished temporary files to their names [(tmp, path)], all of them or none: without
+    `overwrite` a name that appeared meanwhile stops the publication, the files already moved are
+    removed again, and RunFolderError names it. The temporary files are the caller's to remove."""
+    done = []
+    for tmp, path in pairs:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if overwrite:
+            os.replace(tmp, path)
+            continue
+        try:
+            publish_new(tmp, path)
+        except FileExistsError:
+            for published in done:
+                with contextlib.suppress(OSError):
+                    os.remove(published)
+            raise RunFolderError(f"{flag}: {path} appeared while this run worked (written by another run?); "
+                                 f"it was left as it is and none of this run's {flag} files were kept; "
+                                 f"choose another name, or add --overwrite") from None
+        done.append(path)

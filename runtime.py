@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
+import run_folder
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0, set_device: bool = True) -> torch.device:
@@ -224,23 +227,61 @@ class DeviceMeters:
         return MeterReading(means, None if finite else bad, dict(zip(self.names, values[n + 1:])))
 
 
+# what a write can fail with through no fault of the program, and how the one-line message names it
+WRITE_FAULTS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error",
+                errno.EFBIG: "file too large for the file system", errno.EROFS: "read-only file system"}
+
+
+class WriteFailed(OSError):
+    """A write that failed for a reason outside the program (disk full, I/O error); the message says what
+    was kept. A user-facing error: one line, exit status 2 (cli_errors)."""
+
+
+def write_failure(exc: BaseException, path: str, kept: str = "nothing was replaced") -> WriteFailed | None:
+    """The WriteFailed for `exc` when it is a disk or device fault (WRITE_FAULTS), else None."""
+    if isinstance(exc, WriteFailed):
+        return exc
+    reason = WRITE_FAULTS.get(getattr(exc, "errno", None))
+    return None if reason is None else WriteFailed(f"{reason} while writing {path}; {kept}")
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w"):
-    """Open `path.tmp` for writing; on a clean exit flush, fsync and rename it to `path`.
+def atomic_open(path: str, mode: str = "w", exclusive: bool = False):
+    """Open a temporary file beside `path` for writing; on a clean exit flush, fsync and move it to `path`.
 
-    A reader never sees half a file, and a crash mid-write leaves the previous `path` intact.
+    A reader never sees half a file, and a crash mid-write leaves the previous `path` intact. With
+    `exclusive`, `path` must not exist when the file is published (FileExistsError otherwise: a second
+    writer's file is never replaced), and the temporary name is this process's own. A disk or device fault
+    (WRITE_FAULTS) removes the temporary file and raises WriteFailed naming `path`.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, mode) as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}.tmp" if exclusive else f"{path}.tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if exclusive:
+            run_folder.publish_new(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        failure = write_failure(exc, path)
+        if failure is not None:
+            raise failure from exc
+        raise
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic_open(path, "w") as f:
+def atomic_write_text(path: str, text: str, exclusive: bool = False) -> None:
+    with atomic_open(path, "w", exclusive=exclusive) as f:
         f.write(text)
 
 
@@ -249,8 +290,8 @@ def plain_args(args) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
 
 
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: str, obj, exclusive: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", exclusive)
 
 
 class JsonlLogger:
@@ -261,9 +302,19 @@ class JsonlLogger:
         self.path = path
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-            f.flush()
+        """Append one record; a failed write is cut off again, so the file keeps only whole records."""
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+                f.flush()
+        except OSError as exc:
+            failure = write_failure(exc, self.path, "the earlier records are kept")
+            if failure is None:
+                raise
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+            raise failure from exc
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -272,6 +323,50 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- memory
+def _container_limit() -> int | None:
+    """The cgroup's memory limit (v2, else v1) when one is set."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def device_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are) that a model on `device` can use: the GPU's memory, else the machine's
+    physical memory (the container's limit when that is lower)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).total_memory, f"{device}'s memory"
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62, "memory (unknown)"
+    limit = _container_limit()
+    if limit is not None and limit < total:
+        return limit, "memory (its container's limit)"
+    return total, "memory"
+
+
+def gib(size: int) -> str:
+    value = size / 2 ** 30
+    return f"{value:.3g}" if value < 1e6 else f"{value:.2e}"
+
+
+def check_memory(needed: int, device: torch.device, what: str, advice: str) -> None:
+    """ValueError `WHAT needs at least X GiB, this machine has Y GiB of memory; ADVICE` when `needed`
+    bytes exceed what `device` has (device_memory): refused before anything is allocated."""
+    have, kind = device_memory(device)
+    if needed > have:
+        raise ValueError(f"{what} needs at least {gib(needed)} GiB, this machine has {gib(have)} GiB of "
+                         f"{kind}; {advice}")
 
 
 # ----------------------------------------------------------------------------- precision and threads
@@ -305,6 +400,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _process_cores() -> int:
+    """Usable cores of this process: torchrun's processes on one machine share them out."""
+    return max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def _omp_threads() -> int:
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return int(omp) if omp.isdigit() else 0
+
+
 def default_threads(workers: int = 0) -> int:
     """Intra-op threads for the main process: the usable cores minus one per loader worker and minus the
     cores other processes keep busy (1-minute load average), at least 1.
@@ -312,12 +417,26 @@ def default_threads(workers: int = 0) -> int:
     Why: torch's OpenMP threads wait for each other at every operation, so one thread that shares its
     core with a busy process stalls all of them (measured on 2 cores with one competing process: the
     encoder pass of linear evaluation went from 0.14 s with 1 thread to 5-6 s with 2)."""
-    cores = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))  # torchrun: split the cores
+    cores = _process_cores()
     try:
         others = int(os.getloadavg()[0] + 0.5)
     except (AttributeError, OSError):
         others = 0
     return max(1, min(cores - workers, cores - others))
+
+
+def default_workers(cap: int, threads: int | None = 0) -> int:
+    """Loader workers when -j is not given: the cores left once the main process has its threads (the
+    --threads given, else OMP_NUM_THREADS, else one core), at most `cap` (the released default); 0, loading
+    in the main process, on a single core. So a small machine never gets more workers than cores (torch
+    warns then), and a large one keeps the released count."""
+    taken = threads or _omp_threads() or 1
+    return max(0, min(cap, _process_cores() - taken))
+
+
+def loader_workers(requested: int | None, threads: int | None, cap: int) -> int:
+    """-j as given, or `default_workers(cap, threads)` when it was not."""
+    return default_workers(cap, threads) if requested is None else requested
 
 
 def set_threads(threads: int | None, workers: int = 0, log=None) -> int:
@@ -327,8 +446,7 @@ def set_threads(threads: int | None, workers: int = 0, log=None) -> int:
         raise ValueError(f"--threads must be 0 (automatic) or positive, got {threads}")
     source = "--threads"
     if not threads:
-        omp = os.environ.get("OMP_NUM_THREADS", "")
-        threads, source = (int(omp), "OMP_NUM_THREADS") if omp.isdigit() and int(omp) > 0 else \
+        threads, source = (_omp_threads(), "OMP_NUM_THREADS") if _omp_threads() else \
             (default_threads(workers), "automatic")
     torch.set_num_threads(threads)
     if log is not None:
@@ -343,7 +461,8 @@ def worker_init(worker_id: int) -> None:
 
 
 def add_threads_argument(parser) -> None:
-    parser.add_argument("--threads", default=0, type=int, metavar="N",
+    import flag_values  # noqa: PLC0415  (flag_values imports this module)
+    parser.add_argument("--threads", default=0, type=flag_values.processes, metavar="N",
                         help="intra-op CPU threads of the main process; 0 = OMP_NUM_THREADS when set, else "
                              "automatic (usable cores minus loader workers and minus cores busy with other "
                              "processes, at least 1)")

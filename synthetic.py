@@ -479,6 +479,12 @@ def _write_skeleton(out_dir: str, name: str, views: list[np.ndarray], rng: np.ra
     return name
 
 
+def clip_names(num_clips: int = DEFAULT_NUM_CLIPS, seed: int = 0) -> list[str]:
+    """The sample names `generate` writes for these settings, known before anything is written."""
+    return [sample_name(setup, camera, perf, rep, action)
+            for (setup, perf, rep, action), cameras in _select_clips(num_clips, seed) for camera in cameras]
+
+
 def generate(out_dir: str, num_clips: int = DEFAULT_NUM_CLIPS, seed: int = 0, workers: int = 1) -> list[str]:
     """Write about `num_clips` NTU-format .skeleton files into out_dir; returns their sample names."""
     if num_clips < 1:

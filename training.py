@@ -3,6 +3,7 @@ optimizer, the learning-rate schedule, and the checkpoints of a run folder (whic
 continues from, whether it belongs to this run, writing them)."""
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -29,6 +30,17 @@ def sgd(params, lr: float, momentum: float, weight_decay: float):
         return torch.optim.SGD(params, lr, momentum=momentum, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def nonfinite_tensors(model) -> list[str]:
+    """Names of the model's floating-point parameters and buffers that hold a NaN or an infinity, found
+    on the device with one host read (the training loops call it where they read their statistics)."""
+    named = [(name, t) for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+             if t.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
 def set_learning_rate(optimizer, lr: float) -> None:

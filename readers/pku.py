@@ -34,8 +34,9 @@ def read_pku_skeleton(path: str) -> np.ndarray:
     return values.reshape(len(lines), MAX_BODIES, KINECT_JOINTS, 3).transpose(3, 0, 2, 1)
 
 
-def read_pku_labels(path: str) -> list[tuple[int, int, int]]:
-    """Rows `action,start,end,confidence` -> [(label = action - 1, start, end)]."""
+def read_pku_labels(path: str, num_class: int | None = None) -> list[tuple[int, int, int]]:
+    """Rows `action,start,end,confidence` -> [(label = action - 1, start, end)]; with `num_class`, an
+    action past it is an error naming the line (every loader would refuse the prepared labels later)."""
     rows = []
     with open(path) as f:
         for i, line in enumerate(f):
@@ -54,6 +55,9 @@ def read_pku_labels(path: str) -> list[tuple[int, int, int]]:
             if action < 1 or start < 0 or end <= start:
                 raise SkeletonFileError(f"{path}:{i + 1}: expected action >= 1 and 0 <= start < end, got "
                                         f"action {action}, start {start}, end {end}")
+            if num_class is not None and action > num_class:
+                raise SkeletonFileError(f"{path}:{i + 1}: action {action}, but the dataset has {num_class} "
+                                        f"classes (actions 1..{num_class} expected)")
             rows.append((action - 1, start, end))
     return rows
 
@@ -95,7 +99,8 @@ def pku_video_samples(path: str, rows: list[tuple[int, int, int]],
     return out
 
 
-def pku_jobs(skeleton_dir: str, label_dir: str, split_files: dict[str, str]) -> list[Job]:
+def pku_jobs(skeleton_dir: str, label_dir: str, split_files: dict[str, str],
+             num_class: int | None = None) -> list[Job]:
     splits = {bench: read_pku_split(path) for bench, path in split_files.items()}
     if not os.path.isdir(skeleton_dir):
         raise FileNotFoundError(f"PKU-MMD skeleton folder not found: {skeleton_dir}")
@@ -115,7 +120,7 @@ def pku_jobs(skeleton_dir: str, label_dir: str, split_files: dict[str, str]) -> 
         label_path = os.path.join(label_dir, filename)
         if not os.path.isfile(label_path):
             raise FileNotFoundError(f"label file not found for video {video}: {label_path}")
-        rows = read_pku_labels(label_path)
+        rows = read_pku_labels(label_path, num_class)
         samples = [Sample(f"{video}_{i}", label, parts) for i, (label, _, _) in enumerate(rows)]
         if samples:
             jobs.append(Job("pku", os.path.join(skeleton_dir, filename), samples, rows))
@@ -135,7 +140,8 @@ def _pku_jobs(args, entry, rules: dict, out: str) -> list[Job]:
     split_dir = args.split_dir or args.root
     return pku_jobs(args.skeleton_dir or os.path.join(args.root, "skeleton"),
                     args.label_dir or os.path.join(args.root, "label"),
-                    {folder: os.path.join(split_dir, split_file) for folder, split_file in rules.items()})
+                    {folder: os.path.join(split_dir, split_file) for folder, split_file in rules.items()},
+                    entry.num_class)
 
 
 def _read_pku(job: Job, notes: list) -> list:

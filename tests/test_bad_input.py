@@ -337,8 +337,8 @@ def test_output_paths_checked_before_any_work(tiny, tmp_path, capsys, monkeypatc
             (knn_eval, ["--save-features", str(blocker)], str(blocker)),
             (knn_eval, ["--output", str(tmp_path)], str(tmp_path)),
             (ac, ["--checkpoint-path", str(blocker)], str(blocker)),
-            (knn_eval, ["-j", "-1"], "-j/--workers -1"),
-            (ac, ["-j", "-1"], "-j/--workers -1"),
+            (knn_eval, ["-j", "-1"], "argument -j/--workers: expected an integer in [0,"),
+            (ac, ["-j", "-1"], "argument -j/--workers: expected an integer in [0,"),
             (knn_eval, ["--device", "tpu:7"], "--device 'tpu:7'")):
         before = snapshot(tmp_path)
         rc, err = run_cli(module, common_argv(tiny["data"], tiny["ckpt"], *extra), capsys)
@@ -350,7 +350,7 @@ def test_pretrain_flags_checked_before_any_work(tmp_path, capsys):
     data = write_split(str(tmp_path / "data"))
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    for extra, ck, shown in ((["-j", "-1"], str(tmp_path / "ck"), "-j/--workers -1"),
+    for extra, ck, shown in ((["-j", "-1"], str(tmp_path / "ck"), "argument -j/--workers: expected an"),
                              ([], str(blocker), f"--checkpoint-path {blocker} is a file"),
                              (["--device", "nonsense"], str(tmp_path / "ck"), "--device 'nonsense'")):
         before = snapshot(tmp_path)
@@ -400,10 +400,13 @@ def test_empty_split_and_class_overlap(tmp_path, tiny, capsys):
 
 # ---------------------------------------------------------------------------------------- every CLI, for real
 @pytest.mark.parametrize("argv, shown", [
-    (["pretrain_cmd.py", "-j", "-1", "--device", "cpu"], "-j/--workers -1"),
-    (["knn_eval.py", "--pretrained", "none", "-j", "-1"], "-j/--workers -1"),
-    (["action_classification.py", "--pretrained", "none", "-j", "-1"], "-j/--workers -1"),
-    (["prepare_data.py", "synthetic", "--workers", "0", "--out", "unused"], "--workers 0"),
+    (["pretrain_cmd.py", "-j", "-1", "--device", "cpu"], "argument -j/--workers: expected an integer"),
+    (["knn_eval.py", "--pretrained", "none", "-j", "-1"], "argument -j/--workers: expected an integer"),
+    (["action_classification.py", "--pretrained", "none", "-j", "-1"],
+     "argument -j/--workers: expected an integer"),
+    (["prepare_data.py", "synthetic", "--workers", "0", "--out", "unused"],
+     "argument --workers: expected an integer in [1,"),
+    (["pretrain_cmd.py", "--device", "nonsense"], "--device 'nonsense'"),
 ])
 def test_every_cli_reports_a_user_error_in_one_line_with_status_2(argv, shown, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, argv[0]), *argv[1:]], cwd=tmp_path,
@@ -415,10 +418,10 @@ def test_every_cli_reports_a_user_error_in_one_line_with_status_2(argv, shown, t
 
 
 def test_debug_shows_the_traceback_of_a_user_error(tiny):
-    with pytest.raises(ValueError, match="-j/--workers -1"):
-        cli_errors.run_main(knn_eval.main, common_argv(tiny["data"], "none", "-j", "-1", "--debug"))
-    with pytest.raises(pretrain_cmd.UsageError, match="-j/--workers -1"):
-        pretrain_cmd.main(["-j", "-1", "--device", "cpu", "--debug"])
+    with pytest.raises(ValueError, match="--device 'tpu:7'"):
+        cli_errors.run_main(knn_eval.main, common_argv(tiny["data"], "none", "--device", "tpu:7", "--debug"))
+    with pytest.raises(pretrain_cmd.UsageError, match="--contrast-k 10 must be a multiple"):
+        pretrain_cmd.main(["--contrast-k", "10", "--batch-size", "4", "--device", "cpu", "--debug"])
 
 
 # ---------------------------------------------------------------------------------------- data preparation
@@ -498,7 +501,7 @@ def test_prepare_data_user_errors(tmp_path, capsys):
 def test_synthetic_rerun_with_fewer_clips_keeps_only_its_own_raw_files(tmp_path, capsys):
     out = str(tmp_path / "syn")
     def synthetic(folder, clips):
-        argv = ["synthetic", "--out", folder, "--num-clips", str(clips), "--workers", "1"]
+        argv = ["synthetic", "--out", folder, "--num-clips", str(clips), "--workers", "1", "--overwrite"]
         return run_cli(prepare_data, argv, capsys)[0]
     assert synthetic(out, 24) == 0
     many = sorted(os.listdir(os.path.join(out, "raw")))

@@ -445,8 +445,9 @@ HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float_
 
 
 def test_no_host_read_per_step_only_at_the_print_interval(tmp_path, monkeypatch):
-    """Statistics stay on the device: tensor values reach Python only in `_read_statistics`, which runs
-    at step 0, every --print-freq steps and at the epoch's last step (here: twice in 6 steps)."""
+    """Statistics stay on the device: tensor values reach Python only in `_read_statistics` (with the
+    check of the weights), which runs at step 0, every --print-freq steps and at the epoch's last step
+    (here: twice in 6 steps)."""
     data = write_split(str(tmp_path / "data"), n=24)
     args = pretrain_cmd.build_parser().parse_args(cli(data, str(tmp_path / "ck"), "--epochs", "1",
                                                       "--print-freq", "100", "--threads", "1"))
@@ -470,11 +471,11 @@ def test_no_host_read_per_step_only_at_the_print_interval(tmp_path, monkeypatch)
         return original_views(*a, **kw)
     monkeypatch.setattr(pretrain_cmd, "batch_views", views)
 
-    def read(cfg, data, meters, epoch, step, last_checkpoint):
+    def read(cfg, data, meters, epoch, step, last_checkpoint, train_model=None):
         inside[0] = True
         read_calls.append(step)
         try:
-            return original_read(cfg, data, meters, epoch, step, last_checkpoint)
+            return original_read(cfg, data, meters, epoch, step, last_checkpoint, train_model)
         finally:
             inside[0] = False
     monkeypatch.setattr(pretrain_cmd, "read_statistics", read)

@@ -94,5 +94,6 @@ def test_prepared_synthetic_set(tmp_path):
 
 def test_regenerating_a_smaller_set_ignores_older_files(tmp_path):
     P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "60", "--workers", "1"])
-    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "40", "--workers", "1", "--seed", "2"])
+    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "40", "--workers", "1", "--seed", "2",
+                     "--overwrite"])
     assert sum(report["written"][f"xview/{part}"] for part in ("train", "val")) == 40
