@@ -1,7 +1,7 @@
 """draw_skeleton.py: the GIF and the PNG strip (frame count, size), the drawn segments against each
 layout's bone list (read back from the matplotlib figure), one body for a clip whose second person is
 empty, the motion and bone drawings, the augmented views, the NW-UCLA reader's clips standing upright,
-and the one-line errors."""
+the one-line errors, and scripts/layout_pictures.py's NW-UCLA files."""
 import json
 import os
 import sys
@@ -20,6 +20,10 @@ import prepare_data  # noqa: E402
 from augment import augment_pretrain  # noqa: E402
 from helpers import write_benchmark  # noqa: E402
 from readers import nw_ucla  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import layout_pictures  # noqa: E402
 
 SMALL = ["--size", "96", "--max-frames", "6", "--strip-frames", "3"]
 
@@ -243,6 +247,20 @@ def test_nw_ucla_clip_from_the_reader_stands_upright_with_its_left_at_minus_x(nw
     assert os.path.basename(written[0]) == "train_0_a01_s01_e00_v01_joint.gif"
     with Image.open(written[0]) as gif:
         assert gif.n_frames == 6
+
+
+def test_layout_pictures_writes_nw_ucla_files_from_synthetic_clips(tmp_path):
+    import synthetic
+    names = synthetic.generate(str(tmp_path / "raw"), num_clips=45, seed=0)
+    written = layout_pictures.write_as_nw_ucla(str(tmp_path / "raw"), str(tmp_path / "json"))
+    assert written
+    for stem in written:
+        xyz = nw_ucla.read_nw_ucla_json(str(tmp_path / "json" / f"{stem}.json"))      # the reader's checks
+        assert xyz.shape[1:] == (20, 3) and np.all(np.any(xyz != 0, axis=(1, 2)))
+    classes = {int(n[-3:]) - 1 for n in names}
+    expected = {c for c in classes if c in layout_pictures.NW_UCLA_ACTION_OF_CLASS}
+    assert {layout_pictures.nw_ucla_name(n)[1] for n in names if layout_pictures.nw_ucla_name(n)[0]
+            in written} == expected
 
 
 # ---------------------------------------------------------------------------------------------- errors
