@@ -5,7 +5,8 @@
 #   bash scripts/demo.sh
 #
 # 1. creates or reuses .venv as scripts/test.sh does (unless PYTHON names an interpreter to use),
-# 2. generates and prepares the synthetic set (prepare_data.py synthetic, cross-subject split),
+# 2. generates and prepares the synthetic set (prepare_data.py synthetic, cross-subject split) and draws
+#    its first training clip (draw_skeleton.py: an animated GIF and a PNG strip),
 # 3. pretrains CMD (pretrain_cmd.py: the released loss, augmentations and SGD; a small BiGRU, or a small
 #    ST-GCN with DEMO_ENCODER=stgcn),
 # 4. evaluates CMD's encoder and a randomly initialised one (--pretrained none) with linear evaluation
@@ -119,6 +120,9 @@ stage() {  # stage NAME LOGFILE CMD...: run CMD with its output in LOGFILE, say 
 stage "generating and preparing $CLIPS synthetic clips" "$LOGS/prepare_data.log" \
     "$PY" prepare_data.py synthetic --out "$DATA/synthetic" --benchmarks xsub --num-clips "$CLIPS" \
     --seed "$SEED" --workers "$CORES"
+stage "drawing the first training clip" "$LOGS/draw_skeleton.log" \
+    "$PY" draw_skeleton.py --dataset synthetic --protocol cross_subject --data-dir "$DATA" --clips 0 \
+    --out-dir "$RUN/skeleton"
 
 evaluate() {  # evaluate NAME PRETRAINED VIEW: 1-NN (with a t-SNE picture on the joint view) and linear
     local name=$1 pretrained=$2 view=$3 tsne=()
@@ -195,5 +199,6 @@ finished in $(( elapsed / 60 )) min $(( elapsed % 60 )) s
   summary:            $RUN/summary.json
   training curves:    $RUN/training_curves.png (loss and contrastive top-1 per epoch, from log.jsonl)
   t-SNE pictures:     $RUN/tsne_joint_cmd.png, $RUN/tsne_joint_random.png
+  a training clip:    $(echo "$RUN"/skeleton/*.gif) (and a .png strip; draw_skeleton.py draws any clip)
   data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))
 EOF
