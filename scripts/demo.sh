@@ -5,7 +5,8 @@
 #   bash scripts/demo.sh
 #
 # 1. creates or reuses .venv as scripts/test.sh does (unless PYTHON names an interpreter to use),
-# 2. generates and prepares the synthetic set (prepare_data.py synthetic, cross-subject split),
+# 2. generates and prepares the synthetic set (prepare_data.py synthetic, cross-subject split) and draws
+#    its first training clip (draw_skeleton.py: an animated GIF and a PNG strip),
 # 3. pretrains CMD (pretrain_cmd.py: the released loss, augmentations and SGD; a small BiGRU, or a small
 #    ST-GCN with DEMO_ENCODER=stgcn),
 # 4. evaluates CMD's encoder and a randomly initialised one (--pretrained none) with linear evaluation
@@ -80,6 +81,9 @@ echo "== run folder $RUN; device $DEVICE ($CORES cores); Python $PY"
 stage "generating and preparing $CLIPS synthetic clips" "$RUN/logs/prepare_data.log" \
     "$PY" prepare_data.py synthetic --out "$DATA/synthetic" --benchmarks xsub --num-clips "$CLIPS" \
     --seed "$SEED" --workers "$CORES"
+stage "drawing the first training clip" "$RUN/logs/draw_skeleton.log" \
+    "$PY" draw_skeleton.py --dataset synthetic --protocol cross_subject --data-dir "$DATA" --clips 0 \
+    --out-dir "$RUN/skeleton"
 
 if [ "$ENCODER" = bigru ]; then
     TITLE="synthetic cross-subject, test split; top-1 accuracy (%)"
@@ -89,4 +93,5 @@ fi
 SCHEDULE=$(( EPOCHS * 4 / 5 ))
 run_comparison
 print_outputs "$started"
+echo "  a training clip:    $(echo "$RUN"/skeleton/*.gif) (and a .png strip; draw_skeleton.py draws any clip)"
 echo "  data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))"

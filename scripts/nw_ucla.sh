@@ -79,9 +79,13 @@ echo "== run folder $RUN; device $DEVICE ($CORES cores); Python $PY"
 
 stage "preparing NW-UCLA from $NW_UCLA_DIR" "$RUN/logs/prepare_data.log" \
     "$PY" prepare_data.py nw_ucla --raw-dir "$NW_UCLA_DIR" --out "$DATA/nw_ucla" --workers "$CORES"
+stage "drawing the first test clip" "$RUN/logs/draw_skeleton.log" \
+    "$PY" draw_skeleton.py --dataset nw_ucla --protocol cross_view --data-dir "$DATA" --part val --clips 0 \
+    --out-dir "$RUN/skeleton"
 
 TITLE="NW-UCLA cross-view (view 3), test split; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME, seed $SEED"
 SCHEDULE=$(( EPOCHS * 4 / 5 ))
 run_comparison
 print_outputs "$started"
+echo "  a test clip:        $(echo "$RUN"/skeleton/*.gif) (and a .png strip; draw_skeleton.py draws any clip)"
 echo "  data:               $DATA (delete it when done: about $(du -sh "$DATA" | cut -f1))"

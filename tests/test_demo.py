@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.neighbors import KNeighborsClassifier
 
 import cmd_model
@@ -152,6 +153,12 @@ def test_demo_script_end_to_end_tiny(tmp_path, encoder):
                  "tsne_joint_cmd.png", "tsne_joint_random.png", "training_curves.png", "logs/pretrain.log"):
         assert (run / path).is_file(), path
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    # the first training clip drawn (draw_skeleton.py), and its path in the final listing
+    (gif,) = (run / "skeleton").glob("train_0_*_joint.gif")
+    assert gif.with_suffix(".png").is_file() and f"a training clip:    {gif} " in proc.stdout
+    num_frame = int(dataset.load_split(str(run / "data" / "synthetic" / "xsub"), "train").num_frame[0])
+    with Image.open(gif) as image:
+        assert image.n_frames == min(64, num_frame) and image.size == (320, 320)
     assert "| joint | linear top-1 |" in proc.stdout and "--logdir" in proc.stdout
     # CMD and the random baseline are the chosen encoder, with the same sizes (quick mode: hidden 8;
     # ST-GCN base 2), and the titles say which

@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 import shlex
+import sys
 
 import pytest
 
@@ -73,9 +74,12 @@ def documented_commands():
 
 
 def parser_of(py_file: str) -> argparse.ArgumentParser:
-    """The argument parser of a top-level CLI: build_parser() when it has one, else the parser its main()
-    builds (caught at parse_args, before the CLI does anything)."""
-    module = importlib.import_module(os.path.splitext(py_file)[0])
+    """The argument parser of a CLI (top level, or scripts/NAME.py): build_parser() when it has one, else
+    the parser its main() builds (caught at parse_args, before the CLI does anything)."""
+    folder, name = os.path.split(os.path.splitext(py_file)[0])
+    if folder and os.path.join(REPO, folder) not in sys.path:       # scripts/NAME.py
+        sys.path.insert(0, os.path.join(REPO, folder))
+    module = importlib.import_module(name)
     if hasattr(module, "build_parser"):
         return module.build_parser()
 
