@@ -50,9 +50,8 @@ SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_errors.ArgumentParser(description=__doc__.split("\n\n")[0],
                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    evaluation.add_common_arguments(parser,
-                                    dataset_table.protocol_names() + tuple(p + SEMI_SUFFIX
-                                                                        for p in dataset_table.protocol_names()))
+    protocols = dataset_table.protocol_names()
+    evaluation.add_common_arguments(parser, protocols + tuple(p + SEMI_SUFFIX for p in protocols))
     parser.add_argument("--lr", "--learning-rate", type=flag_values.positive, default=None,
                         help="initial learning rate (default 0.1 for linear evaluation, 0.01 with "
                              "--finetune, as in the released scripts)")

@@ -96,10 +96,7 @@ def install(candidate: str, entry: dict, root: str, keep_candidate: bool = False
             shutil.copyfile(candidate, tmp)
         except OSError as exc:
             runtime.remove_quietly(tmp)
-            failure = runtime.write_failure(exc, dest, "nothing was replaced")
-            if failure is None:
-                raise
-            raise failure from exc
+            runtime.raise_write_failure(exc, dest, "nothing was replaced")
         candidate = tmp
     os.replace(candidate, dest)
     print(f"installed {entry['benchmark']}: {dest}\n  sha256 {digest}")

@@ -110,10 +110,7 @@ def save_features(folder: str, arrays: dict, overwrite: bool) -> None:
                 os.fsync(f.fileno())
         run_folder.publish_files(pairs, overwrite, "--save-features")
     except OSError as exc:
-        failure = runtime.write_failure(exc, folder)
-        if failure is None:
-            raise
-        raise failure from exc
+        runtime.raise_write_failure(exc, folder)
     finally:
         for tmp, _ in pairs:
             runtime.remove_quietly(tmp)

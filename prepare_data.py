@@ -72,10 +72,7 @@ def _reserve(path: str, final: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):       # a file system that cannot: as before
             return
-        failure = runtime.write_failure(exc, final, "nothing was replaced")
-        if failure is None:
-            raise
-        raise failure from exc
+        runtime.raise_write_failure(exc, final, "nothing was replaced")
     except AttributeError:                                      # no posix_fallocate (not POSIX)
         return
 
@@ -86,10 +83,7 @@ def _open_data(path: str, final: str, shape: tuple):
         data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     except OSError as exc:
         runtime.remove_quietly(path)
-        failure = runtime.write_failure(exc, final, "nothing was replaced")
-        if failure is None:
-            raise
-        raise failure from exc
+        runtime.raise_write_failure(exc, final, "nothing was replaced")
     try:
         _reserve(path, final)
     except BaseException:
@@ -156,10 +150,7 @@ class _PartWriter:
                     os.fsync(f.fileno())
             except OSError as exc:
                 runtime.remove_quietly(path)
-                failure = runtime.write_failure(exc, dataset.split_paths(self.folder, self.part)[kind])
-                if failure is None:
-                    raise
-                raise failure from exc
+                runtime.raise_write_failure(exc, dataset.split_paths(self.folder, self.part)[kind])
 
     def publish(self) -> str:
         """Rename the finished temporary files to their names (no disk space needed)."""

@@ -123,10 +123,7 @@ class FolderLock:
                 with contextlib.suppress(OSError):
                     os.remove(self.path)
                 import runtime  # noqa: PLC0415  (runtime imports this module)
-                failure = runtime.write_failure(exc, self.path, "no lock was taken")
-                if failure is None:
-                    raise
-                raise failure from exc
+                runtime.raise_write_failure(exc, self.path, "no lock was taken")
             self.held = True
             atexit.register(self.release)
             return

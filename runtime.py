@@ -245,6 +245,15 @@ def write_failure(exc: BaseException, path: str, kept: str = "nothing was replac
     return None if reason is None else WriteFailed(f"{reason} while writing {path}; {kept}")
 
 
+def raise_write_failure(exc: BaseException, path: str, kept: str = "nothing was replaced"):
+    """Inside `except OSError as exc:`: raise the one-line WriteFailed for a disk or device fault, else
+    `exc` itself."""
+    failure = write_failure(exc, path, kept)
+    if failure is None:
+        raise exc
+    raise failure from exc
+
+
 def remove_quietly(path: str) -> None:
     try:
         os.remove(path)
@@ -274,10 +283,7 @@ def atomic_open(path: str, mode: str = "w", exclusive: bool = False):
             os.replace(tmp, path)
     except OSError as exc:
         remove_quietly(tmp)
-        failure = write_failure(exc, path)
-        if failure is not None:
-            raise failure from exc
-        raise
+        raise_write_failure(exc, path)
 
 
 def atomic_write_text(path: str, text: str, exclusive: bool = False) -> None:

@@ -54,10 +54,7 @@ def write_tb_embedding(logdir: str, features: np.ndarray, labels: np.ndarray, ta
                  for root, _, names in os.walk(tmp) for name in names]
         run_folder.publish_files(pairs, overwrite, "--tb-embedding")
     except OSError as exc:
-        failure = runtime.write_failure(exc, logdir)
-        if failure is None:
-            raise
-        raise failure from exc
+        runtime.raise_write_failure(exc, logdir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -38,7 +38,8 @@ def test_knn_and_linear_on_real_pku_mmd_samples(pku_v1, tmp_path):
     assert np.load(feats / "test_labels.npy").tolist() == pku_v1["val"]
     train_x, test_x = np.load(feats / "train_features.npy"), np.load(feats / "test_features.npy")
     assert np.isfinite(train_x).all() and np.isfinite(test_x).all()
-    clf = KNeighborsClassifier(n_neighbors=1, metric="cosine", algorithm="brute").fit(train_x, pku_v1["train"])
+    clf = KNeighborsClassifier(n_neighbors=1, metric="cosine", algorithm="brute")
+    clf.fit(train_x, pku_v1["train"])
     expected = 100.0 * np.mean(clf.predict(test_x) == np.array(pku_v1["val"]))
     assert knn["metrics"]["top1_k1"] == pytest.approx(expected)
 

@@ -1,4 +1,5 @@
-"""scripts/gpu_check.sh --cpu-dry-run: every part of the GPU check runs end to end on the CPU at tiny sizes."""
+"""scripts/gpu_check.sh --cpu-dry-run: every part of the GPU check runs end to end on the CPU at tiny
+sizes."""
 import os
 import subprocess
 

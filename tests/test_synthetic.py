@@ -6,7 +6,6 @@ import os
 import re
 
 import numpy as np
-import pytest
 
 import dataset_table
 import prepare_data as P
@@ -38,7 +37,7 @@ def test_classes_and_grid():
 def test_generation_is_deterministic_and_valid(tmp_path):
     names = S.generate(str(tmp_path / "a"), num_clips=24, seed=3, workers=1)
     again = S.generate(str(tmp_path / "b"), num_clips=24, seed=3, workers=2)
-    other = S.generate(str(tmp_path / "c"), num_clips=24, seed=4, workers=1)
+    S.generate(str(tmp_path / "c"), num_clips=24, seed=4, workers=1)
     assert len(names) == 24 and sorted(names) == sorted(again)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
@@ -94,6 +93,6 @@ def test_prepared_synthetic_set(tmp_path):
 
 def test_regenerating_a_smaller_set_ignores_older_files(tmp_path):
     P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "60", "--workers", "1"])
-    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "40", "--workers", "1", "--seed", "2",
-                     "--overwrite"])
+    report = P.main(["synthetic", "--out", str(tmp_path), "--num-clips", "40", "--workers", "1",
+                     "--seed", "2", "--overwrite"])
     assert sum(report["written"][f"xview/{part}"] for part in ("train", "val")) == 40
