@@ -127,7 +127,8 @@ def test_one_pretraining_step_on_the_new_layout(toy_data, tmp_path, one_thread, 
 def test_a_random_encoder_is_built_for_the_benchmarks_layout(toy_data, tmp_path, one_thread, encoder, flags):
     """--pretrained none: the encoder's defaults for the benchmark's skeleton (5 joints here), not NTU's."""
     result = knn_eval.main(["--finetune-dataset", "toy", "--protocol", "cross_subject",
-                            "--data-dir", toy_data, "--pretrained", "none", "--encoder", encoder, "--hidden-size", "8", *flags,
+                            "--data-dir", toy_data, "--pretrained", "none", "--encoder", encoder,
+                            "--hidden-size", "8", *flags,
                             "--view", "joint", "-j", "0", "--device", "cpu", "--batch-size", "4",
                             "--knn-neighbours", "1", "--output", str(tmp_path / "knn.json")])
     field, value = {"bigru": ("num_joints", 5), "stgcn": ("layout", "toy5")}[encoder]
