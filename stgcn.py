@@ -26,6 +26,12 @@ import encoders
 import graph
 
 NUM_BLOCKS = 10
+# 'contrastive': the contrastive methods' weights_init (convolutions N(0, 0.02)); 'pytorch': PyTorch's
+# defaults (convolutions uniform with std 1/sqrt(3 fan_in): 0.096 at base 4, 0.048 at base 16). Every
+# convolution is followed by BatchNorm, so a convolution's step size relative to its weights goes as
+# lr / |w|^2: N(0, 0.02) makes it 6 (base 16) to 23 (base 4) times larger than PyTorch's defaults do.
+# docs/model.md ("ST-GCN on NW-UCLA") shows what that does to a short pretraining.
+INITS = ("contrastive", "pytorch")
 STRIDE_TWO_BLOCKS = (5, 8)        # 1-based, as in the papers' tables
 
 
@@ -41,6 +47,7 @@ class STGCNConfig:
     strategy: str = "spatial"
     in_channels: int = 3
     num_person: int = 2
+    init: str = "contrastive"       # INITS: the contrastive methods' N(0, 0.02), or PyTorch's layer defaults
 
     def __post_init__(self):
         encoders.check_positive(self, "base_channels", "hidden_size", "temporal_kernel", "in_channels",
@@ -52,6 +59,8 @@ class STGCNConfig:
         if self.strategy not in graph.Graph.STRATEGIES:
             raise ValueError(f"STGCNConfig.strategy {self.strategy!r}: expected one of "
                              f"{graph.Graph.STRATEGIES}")
+        if self.init not in INITS:
+            raise ValueError(f"STGCNConfig.init {self.init!r}: expected one of {INITS}")
 
     @staticmethod
     def layout_fields(layout: graph.Layout) -> dict:
@@ -131,7 +140,10 @@ class STGCNEncoder(encoders.Encoder):
                                   "width of blocks 1-4 (2x for 5-7, 4x for 8-9)"),
              encoders.EncoderFlag("temporal_kernel", "--stgcn-temporal-kernel", "temporal kernel size"),
              encoders.EncoderFlag("edge_importance", "--stgcn-edge-importance",
-                                  "learnable edge-importance weights"))
+                                  "learnable edge-importance weights"),
+             encoders.EncoderFlag("init", "--stgcn-init",
+                                  "initialisation: contrastive (the ST-GCN contrastive methods' N(0, 0.02) "
+                                  "convolutions) or pytorch (PyTorch's layer defaults)", choices=INITS))
 
     def __init__(self, num_class: int, config: STGCNConfig | dict | None = None, mlp: bool = False,
                  **overrides):
@@ -150,7 +162,8 @@ class STGCNEncoder(encoders.Encoder):
                                                     for _ in self.st_gcn_networks)
         else:
             self.edge_importance = None
-        self.apply(_contrastive_init)
+        if c.init == "contrastive":
+            self.apply(_contrastive_init)
         self.feature_dim = c.hidden_size
         self.add_head(num_class, mlp)
 

@@ -285,3 +285,25 @@ def test_a_true_bidirectional_gru_is_recorded_and_rebuilt_from_the_record():
                                          "released stepwise BiGRU"):
         cmd_model.make_encoder_config("bigru", {"hidden_size": 8, "bidirectional": False},
                                       gru_mode="bidirectional")
+
+
+def test_stgcn_initialisations():
+    """'contrastive': convolutions N(0, 0.02) with zero bias, BatchNorm weights N(1, 0.02); 'pytorch': the
+    layers' own defaults (a convolution uniform in +-1/sqrt(fan_in), so std 1/sqrt(3 fan_in))."""
+    import stgcn
+    torch.manual_seed(0)
+    sizes = dict(base_channels=16, hidden_size=32)
+    contrastive = stgcn.STGCNEncoder(8, **sizes)
+    pytorch = stgcn.STGCNEncoder(8, init="pytorch", **sizes)
+    assert contrastive.config.init == "contrastive" and pytorch.config.init == "pytorch"
+    # block 2's temporal convolution: 16 -> 16 channels, kernel 9
+    tcn_c, tcn_p = (m.st_gcn_networks[1].tcn[2].weight.detach() for m in (contrastive, pytorch))
+    bias_c = contrastive.st_gcn_networks[1].tcn[2].bias.detach()
+    fan_in = 16 * 9
+    assert abs(float(tcn_c.std()) - 0.02) < 0.002 and float(bias_c.abs().max()) == 0.0
+    assert abs(float(tcn_p.std()) - (3 * fan_in) ** -0.5) < 0.1 * (3 * fan_in) ** -0.5
+    assert float(tcn_p.abs().max()) <= fan_in ** -0.5
+    assert float(pytorch.st_gcn_networks[1].tcn[0].weight.detach().std()) == 0.0     # BatchNorm weights all 1
+    with pytest.raises(ValueError, match="init 'xavier'"):
+        stgcn.STGCNEncoder(8, init="xavier", **sizes)
+    assert cmd_model.encoder_record("stgcn", pytorch.config)["encoder_config"]["init"] == "pytorch"
