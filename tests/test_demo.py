@@ -135,6 +135,8 @@ def test_demo_script_end_to_end_tiny(tmp_path, encoder):
     run = tmp_path / "run"
     env = dict(os.environ, DEMO_QUICK="1", DEMO_RUN_DIR=str(run), PYTHON=sys.executable, OMP_NUM_THREADS="1",
                CUDA_VISIBLE_DEVICES="", DEMO_ENCODER=encoder)
+    if encoder == "stgcn":
+        env["DEMO_STGCN_INIT"] = "pytorch"         # not the default: both CMD and the random ST-GCN get it
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -161,9 +163,9 @@ def test_demo_script_end_to_end_tiny(tmp_path, encoder):
         assert image.n_frames == min(64, num_frame) and image.size == (320, 320)
     assert "| joint | linear top-1 |" in proc.stdout and "--logdir" in proc.stdout
     # CMD and the random baseline are the chosen encoder, with the same sizes (quick mode: hidden 8;
-    # ST-GCN base 2), and the titles say which
+    # ST-GCN base 2) and initialisation, and the titles say which
     expected = ({"encoder": "bigru", "hidden_size": 8} if encoder == "bigru"
-                else {"encoder": "stgcn", "hidden_size": 8, "base_channels": 2})
+                else {"encoder": "stgcn", "hidden_size": 8, "base_channels": 2, "init": "pytorch"})
     ckpt = torch.load(run / "checkpoints" / "checkpoint_0000.pth.tar", map_location="cpu", weights_only=False)
     assert ckpt["encoder"] == expected["encoder"]
     for path in (run / "results").glob("*.json"):
@@ -175,7 +177,7 @@ def test_demo_script_end_to_end_tiny(tmp_path, encoder):
             if key != "encoder":
                 assert ckpt["encoder_config"][key] == value
                 assert record["encoder_config"][key] == value, (path, key)
-    title = "BiGRU H=8" if encoder == "bigru" else "ST-GCN base 2, last 8"
+    title = "BiGRU H=8" if encoder == "bigru" else "ST-GCN base 2, last 8, pytorch init"
     assert f"pretraining CMD ({title}," in proc.stdout
     if encoder == "stgcn":
         assert f"top-1 accuracy (%); CMD and random encoder: {title}" in proc.stdout

@@ -5,6 +5,9 @@ import json
 import os
 import pickle
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from readers import nw_ucla
 from released_reference import loop_pre_normalization
 
 ACTIONS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -253,3 +257,48 @@ def test_prepare_pretrain_one_step_and_knn(written_set, tmp_path, encoder, flags
         assert result["num_train"] == 12 and result["num_test"] == 6
         assert result["encoder_config"][field] == value
         assert 0.0 <= result["metrics"]["top1_k1"] <= 100.0
+
+
+# ---------------------------------------------------------------------------------------------- nw_ucla.sh
+def run_script(env_extra: dict, timeout: int):
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **env_extra)
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "nw_ucla.sh")], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_script_without_the_data_says_where_to_get_it_and_creates_nothing(tmp_path):
+    run = tmp_path / "run"
+    proc = run_script({"NW_UCLA_DIR": str(tmp_path / "absent"), "NW_UCLA_RUN_DIR": str(run)}, 60)
+    assert proc.returncode == 2
+    assert "holds no NW-UCLA clips" in proc.stderr and "all_sqe.zip" in proc.stderr
+    assert not run.exists()
+    proc = run_script({"ENCODER": "resnet", "NW_UCLA_DIR": str(tmp_path)}, 60)
+    assert proc.returncode == 2 and "ENCODER=resnet: expected bigru or stgcn" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_script_end_to_end_tiny_with_stgcn(written_set, tmp_path):
+    """The whole script on the 18 written clips (3 steps of 4): the table, summary.json, and CMD and the
+    random ST-GCN with the recipe's initialisation (pytorch) and the sizes asked for."""
+    run = tmp_path / "run"
+    proc = run_script({"NW_UCLA_DIR": str(tmp_path / "raw"), "NW_UCLA_RUN_DIR": str(run), "ENCODER": "stgcn",
+                       "EPOCHS": "1", "HIDDEN": "8", "STGCN_BASE": "2", "QUEUE": "8", "TOPK": "4",
+                       "BATCH": "4", "LINEAR_EPOCHS": "1"}, 900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "NW-UCLA cross-view (view 3), test split" in proc.stdout
+    assert "| joint | linear top-1 |" in proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"joint", "all"} and set(summary["joint"]) == {"linear", "knn"}
+    results = sorted((run / "results").glob("*.json"))
+    assert len(results) == 10
+    for path in results:
+        record = json.loads(path.read_text())
+        if path.name.startswith("knn_"):
+            assert (record["num_train"], record["num_test"]) == (12, 6), path
+        if record["checkpoint"] != "raw":
+            assert record["encoder"] == "stgcn", path
+            config = record["encoder_config"]
+            assert (config["init"], config["base_channels"], config["hidden_size"]) == ("pytorch", 2, 8), path
+    (gif,) = (run / "skeleton").glob("val_0_*_joint.gif")
+    assert gif.with_suffix(".png").is_file()
