@@ -20,7 +20,8 @@ SHELL_BLOCK = re.compile(r"^```(bash|sh|shell|console)[ \t]*\n(.*?)^```", re.M |
 # scripts that forward their extra arguments to a Python CLI; None: to something else (pytest), or nothing
 SCRIPT_CLI = {"linear_eval.sh": "action_classification.py", "semi_supervised.sh": "action_classification.py",
               "transfer_pku2.sh": "action_classification.py", "knn_eval.sh": "knn_eval.py",
-              "download_pretrained.sh": "download_pretrained.py", "test.sh": None, "demo.sh": None}
+              "download_pretrained.sh": "download_pretrained.py", "test.sh": None, "demo.sh": None,
+              "nw_ucla.sh": None}
 SCRIPT_CLI.update({os.path.basename(p): "pretrain_cmd.py"
                    for p in glob.glob(os.path.join(REPO, "scripts", "pretrain_*.sh"))
                    if not p.endswith("pretrain_recipe.sh")})
