@@ -264,13 +264,13 @@ def resume(cfg, store: training.RunCheckpoints, identity: dict, model, optimizer
                     for c in progress.resume_changes))
 
 
-def build_loaders(cfg, train_split, test_split, train_indices, device):
-    """(training loader over the labelled subset, test loader)."""
+def build_loaders(cfg, train_split, test_split, train_indices, device, window: int):
+    """(training loader over the labelled subset, test loader), clips resized to `window` frames."""
     train_loader = evaluation.make_loader(train_split, train=True, batch_size=cfg.batch_size,
                                           workers=cfg.workers, device=device, shuffle=True,
-                                          indices=train_indices, seed=cfg.seed)
+                                          indices=train_indices, seed=cfg.seed, window=window)
     test_loader = evaluation.make_loader(test_split, train=False, batch_size=cfg.batch_size,
-                                         workers=cfg.workers, device=device, shuffle=False)
+                                         workers=cfg.workers, device=device, shuffle=False, window=window)
     return train_loader, test_loader
 
 
@@ -350,7 +350,8 @@ def main(argv=None) -> dict:
     runtime.seed_everything(cfg.seed)
     device = evaluation.device_from_args(cfg)
     benchmark, train_split, test_split = evaluation.load_benchmark(cfg)
-    source = evaluation.load_pretrained_source(cfg.pretrained)
+    source = (evaluation.PretrainedSource(evaluation.RAW, None, {}, None, None)
+              if cfg.pretrained == evaluation.RAW else evaluation.load_pretrained_source(cfg.pretrained))
     model, model_config = evaluation.build_classifier(cfg, benchmark.num_class, source, device,
                                                         train_split)
     optimizer = torch.optim.SGD(prepare_heads(model, linear=not cfg.finetune), lr=cfg.lr,
@@ -366,7 +367,8 @@ def main(argv=None) -> dict:
         resumes_here = run_folder.resumes_into(cfg.checkpoint_path, cfg.resume)
         lock = run_folder.claim(cfg.checkpoint_path, resumes_here, cfg.overwrite)
     try:
-        loaders = build_loaders(cfg, train_split, test_split, progress.train_indices, device)
+        loaders = build_loaders(cfg, train_split, test_split, progress.train_indices, device,
+                                model_config["window"])
         mode = "linear" if not cfg.finetune else ("semi-supervised" if progress.train_indices is not None
                                                   else "finetune")
         print(f"=> {mode} evaluation of {source.path or 'a randomly initialised encoder'} on "

@@ -7,10 +7,31 @@ Clips are (C, T, V, M) (batches (N, C, T, V, M)) for any skeleton layout: joint 
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 
 WINDOW = 64          # frames of every augmented view (the encoders' input length)
+
+
+@dataclass(frozen=True)
+class PretrainAugment:
+    """Settings of the pretraining views. The defaults are the released augmentations (SPEC section 4),
+    which draw exactly the released random numbers; `rotate` and `noise` are opt-in additions for
+    cross-view data (docs/differences.md), drawn only when set."""
+    crop_min_scale: float = 0.1      # crop scale ~ U(crop_min_scale, 1)
+    corrupt_prob: float = 0.5        # probability of the joint corruption
+    shear_prob: float = 0.5          # probability of the shear
+    shear: float = 1.0               # shear entries ~ U(-shear, shear)
+    rotate: float = 0.0              # degrees: a random 3-D rotation, U(-rotate, rotate) about x, y and z
+    noise: float = 0.0               # standard deviation of Gaussian noise on every non-zero coordinate
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+RELEASED_AUGMENT = PretrainAugment()
 
 
 def corrupted_joint_count(num_joints: int) -> int:
@@ -72,22 +93,49 @@ def corrupt_joints(clip: np.ndarray, rng: np.random.Generator, count: int | None
     return out
 
 
-def shear(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pose augmentation: S = [[1,a,b],[c,1,d],[e,f,1]], entries U(-1,1), xyz_new = xyz @ S.T."""
+def shear(clip: np.ndarray, rng: np.random.Generator, magnitude: float = 1.0) -> np.ndarray:
+    """Pose augmentation: S = [[1,a,b],[c,1,d],[e,f,1]], entries U(-1,1) (released; U(-magnitude,
+    magnitude) in general), xyz_new = xyz @ S.T."""
     matrix = np.eye(3)
     off_diagonal = ~np.eye(3, dtype=bool)
-    matrix[off_diagonal] = rng.uniform(-1, 1, size=6)
+    matrix[off_diagonal] = rng.uniform(-magnitude, magnitude, size=6)
     return np.einsum("dc,ctvm->dtvm", matrix, clip).astype(np.float32)
 
 
+def rotation_xyz(angles) -> np.ndarray:
+    """R = Rz @ Ry @ Rx for angles (x, y, z) in radians."""
+    (cx, cy, cz), (sx, sy, sz) = np.cos(angles), np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def rotate(clip: np.ndarray, rng: np.random.Generator, degrees: float) -> np.ndarray:
+    """Random 3-D rotation of the whole clip (angles U(-degrees, degrees) about x, y, z): xyz_new = R xyz."""
+    matrix = rotation_xyz(np.deg2rad(rng.uniform(-degrees, degrees, size=3)))
+    return np.einsum("dc,ctvm->dtvm", matrix, clip).astype(np.float32)
+
+
+def joint_noise(clip: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
+    """Gaussian noise N(0, std) on every non-zero coordinate (absent persons and zeroed joints stay 0)."""
+    noise = rng.normal(0.0, std, size=clip.shape).astype(np.float32)
+    return np.where(clip != 0, clip + noise, clip).astype(np.float32)
+
+
 def augment_pretrain(clip: np.ndarray, num_frame: int, rng: np.random.Generator,
-                     window: int = WINDOW) -> np.ndarray:
-    """One pretraining view: crop-resize (scale U(0.1,1)), then each of corruption and shear with p = 1/2."""
-    out = random_crop_resize(clip, num_frame, rng, (0.1, 1.0), window)
-    if rng.random() < 0.5:
+                     window: int = WINDOW, options: PretrainAugment = RELEASED_AUGMENT) -> np.ndarray:
+    """One pretraining view: crop-resize (scale U(0.1,1)), then each of corruption and shear with p = 1/2
+    (the released view); then the opt-in rotation and noise of `options`."""
+    out = random_crop_resize(clip, num_frame, rng, (options.crop_min_scale, 1.0), window)
+    if rng.random() < options.corrupt_prob:
         out = corrupt_joints(out, rng)
-    if rng.random() < 0.5:
-        out = shear(out, rng)
+    if rng.random() < options.shear_prob:
+        out = shear(out, rng, options.shear)
+    if options.rotate:
+        out = rotate(out, rng, options.rotate)
+    if options.noise:
+        out = joint_noise(out, rng, options.noise)
     return out
 
 

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 import graph
-from augment import WINDOW, augment_pretrain, center_crop_resize, random_crop_resize
+from augment import RELEASED_AUGMENT, WINDOW, PretrainAugment, augment_pretrain, center_crop_resize, \
+    random_crop_resize
 
 PARTS = ("train", "val")
 MAX_CLASSES = 100_000  # a custom folder's labels are class indices below this (a larger one is a typo)
@@ -245,13 +246,14 @@ class PretrainFeeder(Dataset):
 
     augment='none' returns the raw clip (3, T, V, M) and its frame count instead, for
     `augment_pretrain_batch` on the model's device. `seed` (optional) makes the views a function of
-    (seed, epoch, index); call `set_epoch` every epoch then."""
+    (seed, epoch, index); call `set_epoch` every epoch then. `options`: the augmentations' settings
+    (default: the released ones)."""
 
     def __init__(self, split: SkeletonSplit, window: int = WINDOW, augment: str = "numpy",
-                 seed: int | None = None):
+                 seed: int | None = None, options: PretrainAugment = RELEASED_AUGMENT):
         if augment not in ("numpy", "none"):
             raise ValueError(f"augment must be 'numpy' or 'none', got {augment!r}")
-        self.split, self.window, self.augment = split, window, augment
+        self.split, self.window, self.augment, self.options = split, window, augment, options
         require_finite(split, allow=split.nonfinite_to_zero)
         self._rng = _ClipRNG(seed)
 
@@ -267,8 +269,8 @@ class PretrainFeeder(Dataset):
         if self.augment == "none":
             return torch.from_numpy(np.array(clip)), num_frame
         rng = self._rng.get(index)
-        x_q = augment_pretrain(clip, num_frame, rng, self.window)
-        x_k = augment_pretrain(clip, num_frame, rng, self.window)
+        x_q = augment_pretrain(clip, num_frame, rng, self.window, self.options)
+        x_k = augment_pretrain(clip, num_frame, rng, self.window, self.options)
         return torch.from_numpy(x_q), torch.from_numpy(x_k)
 
 

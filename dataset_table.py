@@ -25,7 +25,7 @@ class Protocol:
 
     `split` is read by the dataset's raw reader: for 'ntu' one of 'subject' (training performers),
     'camera' (cameras 2, 3 train) or 'setup' (even setups train); for 'pku' the split file's name; for
-    'nw_ucla' 'view3' (views 1 and 2 train)."""
+    'nw_ucla' 'view3' (views 1 and 2 train) or 'view1' (view 1 trains, view 2 validates)."""
     folder: str
     split: str
 
@@ -77,7 +77,11 @@ register(DatasetEntry("pku_v2", "ntu", 41, {"cross_subject": Protocol("xsub", "c
                                             "cross_view": Protocol("xview", "cross_view_v2.txt")},
                       "pku", aliases=("pku2",)))
 # NW-UCLA: actions 1-6, 8, 9, 11, 12 are labels 0-9; cross-view: views 1 and 2 train, view 3 tests.
-register(DatasetEntry("nw_ucla", "nw_ucla", 10, {"cross_view": Protocol("xview", "view3")}, "nw_ucla",
+# cross_view_val, for choosing recipes without reading the test view: view 1 trains, view 2 validates
+# (a cross-view split inside the training views), view 3 is left out.
+register(DatasetEntry("nw_ucla", "nw_ucla", 10, {"cross_view": Protocol("xview", "view3"),
+                                                 "cross_view_val": Protocol("xview_val", "view1")},
+                      "nw_ucla",
                       class_names=("pick up with one hand", "pick up with two hands", "drop trash",
                                    "walk around", "sit down", "stand up", "donning", "doffing", "throw",
                                    "carry")))

@@ -74,6 +74,9 @@ def add_common_arguments(parser, protocols=None) -> None:
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                              "refusing the data")
+    parser.add_argument("--window", type=flag_values.positive_count, default=None, metavar="T",
+                        help="frames the clips are resized to (default: the pretraining checkpoint's "
+                             "--window, else 64 as released)")
 
 
 def check_common_arguments(args) -> None:
@@ -135,10 +138,10 @@ def _classes(labels: set, limit: int = 10) -> str:
 
 
 def make_loader(split, train: bool, batch_size: int, workers: int, device: torch.device, shuffle: bool,
-                indices=None, seed: int | None = None) -> DataLoader:
+                indices=None, seed: int | None = None, window: int = dataset.WINDOW) -> DataLoader:
     """With a seed, the training crops are a function of (seed, epoch, clip): call the feeder's set_epoch
     every epoch, and a resumed run continues exactly as an uninterrupted one."""
-    feeder = dataset.DownstreamFeeder(split, train=train, indices=indices, seed=seed)
+    feeder = dataset.DownstreamFeeder(split, train=train, window=window, indices=indices, seed=seed)
     return DataLoader(feeder, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False, worker_init_fn=runtime.worker_init)
 
@@ -155,6 +158,17 @@ class PretrainedSource:
     sha256: str | None
     epoch: int | None
     record: dict | None = None       # {"encoder", "encoder_config"} of ours; None in released files
+
+
+def clip_window(args, source: PretrainedSource) -> int:
+    """Frames per clip: --window, else the pretraining run's recorded --window, else 64 (released). A
+    --window other than the recorded one is refused: the encoder was trained on clips of that length."""
+    recorded = source.args.get("window")
+    given = getattr(args, "window", None)
+    if given is not None and recorded is not None and given != recorded:
+        raise ValueError(f"{source.path} was pretrained with --window {recorded}, but --window {given} was "
+                         f"given")
+    return given or recorded or dataset.WINDOW
 
 
 def load_pretrained_source(path: str) -> PretrainedSource:
@@ -233,7 +247,9 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     A random encoder (--pretrained none) gets BatchNorm statistics estimated on `train_split`: with the
     statistics it was initialised with (mean 0, variance 1), an ST-GCN's eval-mode features are nearly
     constant (std ~1e-8), which puts its linear probe at chance and makes the baseline unfair."""
-    config = resolve_model_config(args, source)
+    if source.path == "raw":
+        return raw_probe(args, num_class, device, train_split)
+    config = dict(resolve_model_config(args, source), window=clip_window(args, source))
     trained = 0 if not getattr(args, "finetune", False) else (3 if args.view == "all" else 1)
     runtime.check_memory(cmd_model.classifier_bytes(config["encoder"], config["encoder_config"], num_class,
                                                     trained), device,
@@ -247,7 +263,7 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
     model = model.to(device)
     if source.state_dict is None and train_split is not None:
         loader = make_loader(train_split, train=False, batch_size=args.batch_size, workers=args.workers,
-                             device=device, shuffle=False)
+                             device=device, shuffle=False, window=config["window"])
         count = estimate_batchnorm_statistics(model, loader, device)
         if count:
             note = f"estimated on {count} training clips (random encoder)"
@@ -265,7 +281,7 @@ def batchnorm_layers(model: torch.nn.Module) -> list:
 
 @torch.no_grad()
 def estimate_batchnorm_statistics(model, loader, device: torch.device) -> int:
-    """Replace the running statistics of the BatchNorm layers `model.features` uses by their average over
+    """Replace the running statistics of the BatchNorm layers the view uses by their average over
     `loader`'s batches (each batch normalised with its own statistics, as in training); returns the clip
     count, 0 when there is no BatchNorm. Everything else stays in eval mode."""
     layers = batchnorm_layers(model)
@@ -281,7 +297,7 @@ def estimate_batchnorm_statistics(model, loader, device: torch.device) -> int:
     count = 0
     try:
         for x, _ in tqdm(loader, desc="BatchNorm statistics", leave=False, dynamic_ncols=True):
-            model.features(x.to(device, non_blocking=True))
+            model(x.to(device, non_blocking=True))     # the view's streams, as classified
             count += len(x)
     finally:
         for bn, momentum in zip(layers, momenta):
@@ -290,17 +306,83 @@ def estimate_batchnorm_statistics(model, loader, device: torch.device) -> int:
     return count
 
 
-class RawCoordinates(torch.nn.Module):
-    """`knn_eval.py --pretrained raw`: the baseline without an encoder. Features are the centre-cropped
-    clips themselves, flattened (for view 'all', the joint, motion and bone clips concatenated)."""
+RAW = "raw"           # --pretrained raw: no encoder, the coordinates themselves
 
-    def __init__(self, view: str, layout: str = "ntu"):
+
+class RawCoordinates(torch.nn.Module):
+    """`--pretrained raw`: the baseline without an encoder. Features are the centre-cropped clips
+    themselves, flattened (for view 'all', the joint, motion and bone clips concatenated).
+
+    With `num_class`, a linear probe for action_classification.py, built as the encoders' is: per stream,
+    the flattened clip standardised per dimension (a BatchNorm without affine parameters whose statistics
+    are estimated on the training clips, as for a random encoder's) and one Linear head; view 'all' fuses
+    the streams' logits by their mean, as CMDClassifier does."""
+
+    def __init__(self, view: str, layout: str = "ntu", num_class: int | None = None,
+                 window: int = dataset.WINDOW):
         super().__init__()
         self.view, self.layout = view, graph.get_layout(layout)
+        if num_class is not None:
+            dim = 3 * window * self.layout.num_joints * dataset.NUM_PERSONS
+            self.norm = torch.nn.ModuleDict({m: torch.nn.BatchNorm1d(dim, affine=False)
+                                             for m in self._modalities()})
+            self.fc = torch.nn.ModuleDict({m: torch.nn.Linear(dim, num_class) for m in self._modalities()})
+
+    def _modalities(self) -> tuple[str, ...]:
+        return cmd_model.MODALITIES if self.view == "all" else (self.view,)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        mods = cmd_model.MODALITIES if self.view == "all" else (self.view,)
-        return torch.cat([cmd_model.to_modality(x, mod, self.layout).flatten(1) for mod in mods], dim=1)
+        return torch.cat([cmd_model.to_modality(x, mod, self.layout).flatten(1) for mod in self._modalities()],
+                         dim=1)
+
+    def view_encoders(self) -> list:
+        return list(self.norm.values())
+
+    def heads(self) -> list:
+        return list(self.fc.values())
+
+    def encoder_record(self) -> dict:
+        return {"encoder": RAW, "encoder_config": None}
+
+    def stream_logits(self, x: torch.Tensor) -> dict:
+        return {m: self.fc[m](self.norm[m](cmd_model.to_modality(x, m, self.layout).flatten(1)))
+                for m in self._modalities()}
+
+    fuse_logits = staticmethod(cmd_model.CMDClassifier.fuse_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse_logits(self.stream_logits(x))
+
+
+def raw_probe(args, num_class: int, device: torch.device, train_split) -> tuple:
+    """The raw coordinates' linear probe (RawCoordinates with a head), standardised by the mean and the
+    (unbiased) variance of the training clips' features, per dimension."""
+    if getattr(args, "finetune", False):
+        raise ValueError("--pretrained raw has no encoder to fine-tune: use it with linear evaluation")
+    window = getattr(args, "window", None) or dataset.WINDOW
+    layout = dataset_table.layout_of(args.finetune_dataset)
+    model = RawCoordinates(args.view, layout, num_class, window).to(device)
+    loader = make_loader(train_split, train=False, batch_size=args.batch_size, workers=args.workers,
+                         device=device, shuffle=False, window=window)
+    sums = {m: 0.0 for m in model.norm}
+    squares = {m: 0.0 for m in model.norm}
+    count = 0
+    with torch.no_grad():
+        for x, _ in tqdm(loader, desc="standardisation", leave=False, dynamic_ncols=True):
+            x = x.to(device, non_blocking=True)
+            for m in model.norm:
+                flat = cmd_model.to_modality(x, m, model.layout).flatten(1).double()
+                sums[m] = sums[m] + flat.sum(0)
+                squares[m] = squares[m] + (flat * flat).sum(0)
+            count += len(x)
+        for m, norm in model.norm.items():
+            mean = sums[m] / count
+            var = (squares[m] - count * mean * mean).clamp(min=0) / max(count - 1, 1)
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+    return model, {"encoder": RAW, "encoder_config": None, "origin": {}, "window": window,
+                   "batchnorm_statistics": f"standardisation by the mean and variance of {count} training "
+                                           f"clips"}
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import cli_errors
+import dataset
 import evaluation
 import flag_values
 import reports
@@ -155,20 +156,22 @@ def main(argv=None) -> dict:
     if max(args.knn_neighbours) > len(train_split):
         raise ValueError(f"--knn-neighbours {max(args.knn_neighbours)} is larger than the training set "
                          f"({len(train_split)} clips in {train_split.path})")
-    if args.pretrained == "raw":       # no encoder: the coordinates themselves
-        source = evaluation.PretrainedSource("raw", None, {}, None, None)
+    if args.pretrained == evaluation.RAW:       # no encoder: the coordinates themselves
+        source = evaluation.PretrainedSource(evaluation.RAW, None, {}, None, None)
         model = evaluation.RawCoordinates(args.view, benchmark.layout)
-        model_info = {"encoder": "raw", "encoder_config": None, "origin": {}}
+        model_info = {"encoder": evaluation.RAW, "encoder_config": None, "origin": {},
+                      "window": args.window or dataset.WINDOW}
     else:
         source = evaluation.load_pretrained_source(args.pretrained)
         model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device,
                                                           train_split)
     model.eval()
 
+    window = model_info["window"]
     train_loader = evaluation.make_loader(train_split, train=False, batch_size=args.batch_size,
-                                          workers=args.workers, device=device, shuffle=False)
+                                          workers=args.workers, device=device, shuffle=False, window=window)
     test_loader = evaluation.make_loader(test_split, train=False, batch_size=args.batch_size,
-                                         workers=args.workers, device=device, shuffle=False)
+                                         workers=args.workers, device=device, shuffle=False, window=window)
     train_feat, train_lab = evaluation.extract_features(model, train_loader, device, desc="train features")
     test_feat, test_lab = evaluation.extract_features(model, test_loader, device, desc="test features")
 

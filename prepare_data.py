@@ -170,6 +170,8 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
     for job in jobs:
         for sample in job.samples:
             for bench in folders:
+                if sample.parts[bench] is None:         # left out of this benchmark (NW-UCLA's view 3
+                    continue                            # in its validation protocol)
                 key = (bench, sample.parts[bench])
                 capacity[key] = capacity.get(key, 0) + 1
     for bench in folders:
@@ -199,7 +201,8 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
                 continue
             for sample, (clip, num_frame) in zip(job.samples, clips):
                 for bench in folders:
-                    writers[(bench, sample.parts[bench])].add(clip, sample, num_frame)
+                    if sample.parts[bench] is not None:
+                        writers[(bench, sample.parts[bench])].add(clip, sample, num_frame)
         written = {f"{bench}/{part}": len(w.names) for (bench, part), w in writers.items()}
         empty = [key for key, count in written.items() if count == 0]
         if empty:

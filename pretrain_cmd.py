@@ -47,6 +47,7 @@ import resume_check
 import run_folder
 import runtime
 import training
+import training_monitor
 
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
 STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
@@ -165,6 +166,40 @@ def _add_our_flags(p) -> None:
                    help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                         "refusing the data")
     runtime.add_threads_argument(p)
+    p.add_argument("--monitor-every", default=100, type=flag_values.count, metavar="STEPS",
+                   help="look at the query features (collapse, spread, validation 1-NN: training_monitor.py) "
+                        "after the first epoch that ends at least STEPS steps after the last look, and after "
+                        "the last epoch; 0 = never. It changes nothing in the training")
+    p.add_argument("--monitor-clips", default=200, type=flag_values.count, metavar="N",
+                   help="training and validation clips of the monitor's 1-NN (0: no 1-NN)")
+    _add_augment_flags(p)
+
+
+def _add_augment_flags(p) -> None:
+    """Opt-in changes of the pretraining views (defaults: the released augmentations, SPEC section 4)."""
+    g = p.add_argument_group("pretraining views (defaults as released; docs/differences.md)")
+    g.add_argument("--window", default=augment.WINDOW, type=flag_values.positive_count, metavar="T",
+                   help="frames of every view (crops are resized to T); recorded in the checkpoint, so the "
+                        "evaluations use the same")
+    g.add_argument("--aug-crop-min", default=0.1, type=flag_values.unit_interval, metavar="S",
+                   help="temporal crop scale ~ U(S, 1)")
+    g.add_argument("--aug-corrupt-prob", default=0.5, type=flag_values.unit_interval, metavar="P",
+                   help="probability of the joint corruption")
+    g.add_argument("--aug-shear-prob", default=0.5, type=flag_values.unit_interval, metavar="P",
+                   help="probability of the shear")
+    g.add_argument("--aug-shear", default=1.0, type=flag_values.non_negative, metavar="A",
+                   help="shear entries ~ U(-A, A)")
+    g.add_argument("--aug-rotate", default=0.0, type=flag_values.non_negative, metavar="DEG",
+                   help="random 3-D rotation of each view, U(-DEG, DEG) about x, y and z (0: off, as released)")
+    g.add_argument("--aug-noise", default=0.0, type=flag_values.non_negative, metavar="STD",
+                   help="Gaussian noise of this standard deviation on every coordinate (0: off, as released)")
+
+
+def augment_options(args) -> augment.PretrainAugment:
+    """The views' settings that the --aug-* flags choose."""
+    return augment.PretrainAugment(crop_min_scale=args.aug_crop_min, corrupt_prob=args.aug_corrupt_prob,
+                                   shear_prob=args.aug_shear_prob, shear=args.aug_shear,
+                                   rotate=args.aug_rotate, noise=args.aug_noise)
 
 
 def encoder_from_args(args):
@@ -227,6 +262,9 @@ def check_flags(args, world: int) -> tuple[str, object]:
                          f"assumes it)")
     if not 1 <= args.topk <= args.contrast_k:
         raise UsageError(f"--topk {args.topk} must be between 1 and --contrast-k {args.contrast_k}")
+    if args.batch_augment and (augment_options(args) != augment.RELEASED_AUGMENT or args.window != augment.WINDOW):
+        raise UsageError("--batch-augment draws the released views only: leave --window and the --aug-* flags "
+                         "at their defaults, or drop --batch-augment")
     if args.batch_size // world < 2 * args.shuffle_bn:
         raise UsageError(f"--shuffle-bn {args.shuffle_bn}: expected 1 (off) or a group count that leaves at "
                          f"least 2 clips per group of each process's batch ({args.batch_size // world})")
@@ -310,6 +348,7 @@ class Data:
     sampler: DistributedSampler
     loader: DataLoader
     generator: torch.Generator      # the loader's shuffling and worker seeds, re-seeded every epoch
+    val_split: dataset.SkeletonSplit | None = None      # the folder's labelled val part, for the monitor
 
 
 def build_data(cfg: Config) -> Data:
@@ -320,7 +359,9 @@ def build_data(cfg: Config) -> Data:
         dataset.require_finite(split, allow=a.allow_nonfinite)
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load the pretraining data: {exc}") from exc
-    train_set = dataset.PretrainFeeder(split, seed=a.seed, augment="none" if a.batch_augment else "numpy")
+    train_set = dataset.PretrainFeeder(split, window=a.window, seed=a.seed,
+                                       augment="none" if a.batch_augment else "numpy",
+                                       options=augment_options(a))
     sampler = DistributedSampler(train_set, num_replicas=cfg.dist.world_size, rank=cfg.dist.rank,
                                  shuffle=True, seed=a.seed, drop_last=False)
     generator = torch.Generator()
@@ -331,7 +372,23 @@ def build_data(cfg: Config) -> Data:
         raise UsageError(f"{cfg.data_folder}: the training split has {len(split)} clips, fewer than one "
                          f"per-process batch of {cfg.per_rank_batch} (--batch-size {a.batch_size} over "
                          f"{cfg.dist.world_size} processes)")
-    return Data(train_set, sampler, loader, generator)
+    return Data(train_set, sampler, loader, generator, monitor_split(cfg, benchmark))
+
+
+def monitor_split(cfg: Config, benchmark) -> dataset.SkeletonSplit | None:
+    """The prepared folder's val part for the monitor's 1-NN (None: none, or the monitor's 1-NN is off)."""
+    a = cfg.args
+    if not a.monitor_every or not a.monitor_clips:
+        return None
+    if not os.path.exists(dataset.split_paths(cfg.data_folder, "val")["data"]):
+        return None
+    try:
+        split = dataset.load_split(cfg.data_folder, "val", benchmark.num_class, benchmark.layout)
+        dataset.require_finite(split, allow=a.allow_nonfinite)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"cannot load the validation clips the monitor reads (--monitor-clips 0 turns "
+                         f"its 1-NN off): {exc}") from exc
+    return split
 
 
 def build_model(cfg: Config) -> cmd_model.CMD:
@@ -586,6 +643,8 @@ class RunOutputs:
         self.jsonl.write(record)
         for name in STAT_NAMES:
             self.writer.add_scalar(name, record[name], record["epoch"])
+        for name in (k for k in record if k.startswith("monitor_") and k != "monitor_s"):
+            self.writer.add_scalar(name.replace("_", "/", 1), record[name], record["epoch"])
         self.writer.add_scalar("lr", record["lr"], record["epoch"])
         self.writer.flush()
 
@@ -619,7 +678,8 @@ def epoch_summary(r: dict) -> str:
     return (f"epoch {r['epoch']}: lr {r['lr']:.3g} loss {r['loss']:.4f} (joint {r['loss_joint']:.4f} "
             f"motion {r['loss_motion']:.4f} bone {r['loss_bone']:.4f} cmd {r['loss_sim']:.4f}) "
             f"top1 {r['top1_joint']:.1f}/{r['top1_motion']:.1f}/{r['top1_bone']:.1f} "
-            f"{r['samples_per_s']:.1f} samples/s" + (" [stopped early: --max-steps]" * r["truncated"]))
+            f"{r['samples_per_s']:.1f} samples/s" + (" [stopped early: --max-steps]" * r["truncated"])
+            + (training_monitor.summary(r) if "monitor_s" in r else ""))
 
 
 def start_epoch(t: Training, epoch: int) -> float:
@@ -633,6 +693,15 @@ def start_epoch(t: Training, epoch: int) -> float:
     return lr
 
 
+def build_monitor(t: Training) -> training_monitor.TrainingMonitor | None:
+    a = t.cfg.args
+    if not a.monitor_every or not t.cfg.dist.is_main:
+        return None
+    return training_monitor.TrainingMonitor(t.data.train_set.split, t.data.val_split, a.window, t.cfg.device,
+                                            held=min(a.batch_size, len(t.data.train_set)),
+                                            knn_clips=a.monitor_clips)
+
+
 def train(t: Training) -> TrainResult:
     """Epochs --start-epoch (or the resumed count) .. --epochs - 1, or until --max-steps steps."""
     a, log = t.cfg.args, runtime.main_process_log(t.cfg.dist.is_main)
@@ -644,6 +713,7 @@ def train(t: Training) -> TrainResult:
         f"{len(t.data.train_set)} clips, global batch {a.batch_size} = {t.cfg.dist.world_size} x "
         f"{t.cfg.per_rank_batch} on {t.cfg.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
     total_steps, epochs_done = 0, a.start_epoch
+    monitor, monitored_at = build_monitor(t), None
     try:
         for epoch in range(a.start_epoch, a.epochs):
             lr = start_epoch(t, epoch)
@@ -653,6 +723,13 @@ def train(t: Training) -> TrainResult:
             total_steps += steps
             last_epoch = epoch == a.epochs - 1 or (a.max_steps is not None and total_steps >= a.max_steps)
             record.update(epoch=epoch, lr=lr, truncated=steps < len(t.data.loader))
+            if monitor is not None and (last_epoch or monitored_at is None
+                                        or total_steps - monitored_at >= a.monitor_every):
+                first_look, monitored_at = monitored_at is None, total_steps
+                record.update(monitor.measure(t.model))
+                warning = training_monitor.collapse_warning(record, epoch)
+                if warning and not first_look:     # the first look precedes settled BatchNorm statistics
+                    log(warning)
             if outputs is not None:  # logs first: a resume drops the records of epochs its checkpoint lacks
                 outputs.write_epoch(record)
                 numbered = epoch % a.save_freq == 0 or last_epoch

@@ -16,7 +16,8 @@ import os
 PRETRAIN_FIELDS = ("pre_dataset", "protocol", "data_folder", "encoder", "encoder_config", "hidden_size",
                    "mlp", "contrast_dim", "contrast_k", "contrast_m", "contrast_t", "teacher_t", "student_t",
                    "cmd_weight", "topk", "batch_size", "world_size", "epochs", "schedule", "cos", "lr",
-                   "momentum", "weight_decay", "seed", "batch_augment", "shuffle_bn", "code_version")
+                   "momentum", "weight_decay", "seed", "batch_augment", "shuffle_bn", "window", "aug_crop_min", "aug_corrupt_prob",
+                   "aug_shear_prob", "aug_shear", "aug_rotate", "aug_noise", "code_version")
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -47,12 +47,16 @@ def parse_name(stem: str, path: str) -> tuple[int, int, int, int]:
     return action, subject, episode, view
 
 
-def view_part(view: int, rule: str) -> str:
+def view_part(view: int, rule: str) -> str | None:
     """train/val of a clip by the split rule of a dataset_table.Protocol: 'view3' (views 1 and 2 train,
-    view 3 tests: the standard cross-view protocol)."""
-    if rule != "view3":
-        raise ValueError(f"unknown NW-UCLA split rule {rule!r}; expected view3")
-    return "val" if view == 3 else "train"
+    view 3 tests: the standard cross-view protocol) or 'view1' (the validation protocol: view 1 trains,
+    view 2 validates, view 3 is left out (None), so that recipes are chosen without reading the test
+    view)."""
+    if rule == "view3":
+        return "val" if view == 3 else "train"
+    if rule == "view1":
+        return {1: "train", 2: "val"}.get(view)
+    raise ValueError(f"unknown NW-UCLA split rule {rule!r}; expected view3 or view1")
 
 
 def read_nw_ucla_json(path: str) -> np.ndarray:

@@ -7,7 +7,8 @@
 #   DATASET, PROTOCOL, DATA (the --data-dir root), RUN (the run folder, created by `make_run_folder`)
 #   TITLE        the table's title
 #   ENCODER_FLAGS (array), ENCODER_NAME, EPOCHS, SCHEDULE (lr drop epochs), QUEUE, TOPK, LR, KEY_MOMENTUM,
-#   BATCH, LINEAR_EPOCHS, SEED, and optionally PRETRAIN_EXTRA (array: more pretrain_cmd.py flags)
+#   BATCH, LINEAR_EPOCHS, SEED, and optionally WINDOW (frames per clip, default 64: pretraining and every
+#   evaluation) and PRETRAIN_EXTRA (array: more pretrain_cmd.py flags)
 # and runs `choose_python` and `make_run_folder` first (before any work).
 
 choose_python() {  # PY: $PYTHON when given, else the project's .venv (created or updated by test.sh)
@@ -61,7 +62,7 @@ stage() {  # stage NAME LOGFILE CMD...: run CMD with its output in LOGFILE, say 
 evaluate() {  # evaluate NAME PRETRAINED VIEW: 1-NN (with a t-SNE picture on the joint view) and linear
     local name=$1 pretrained=$2 view=$3 tsne=()
     local common=(--finetune-dataset "$DATASET" --protocol "$PROTOCOL" --data-dir "$DATA" --device "$DEVICE"
-                  -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --view "$view")
+                  -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --view "$view" --window "${WINDOW:-64}")
     if [ "$view" = joint ]; then tsne=(--tsne "$RUN/tsne_joint_$name.png"); fi
     "$PY" knn_eval.py --pretrained "$pretrained" "${common[@]}" --output "$RUN/results/knn_${view}_$name.json" \
         ${tsne[@]+"${tsne[@]}"} || return 1
@@ -70,13 +71,16 @@ evaluate() {  # evaluate NAME PRETRAINED VIEW: 1-NN (with a t-SNE picture on the
         --output "$RUN/results/linear_${view}_$name.json" || return 1
 }
 
-baselines() {  # the random encoder on both views, then 1-NN on the raw coordinates (no encoder)
-    local view
+baselines() {  # the random encoder on both views, then 1-NN and the linear probe on the raw coordinates
+    local view raw
     for view in joint all; do evaluate random none "$view" || return 1; done
     for view in joint all; do
-        "$PY" knn_eval.py --pretrained raw --finetune-dataset "$DATASET" --protocol "$PROTOCOL" \
-            --data-dir "$DATA" --device "$DEVICE" -j "$WORKERS" --view "$view" \
-            --output "$RUN/results/knn_${view}_raw.json" || return 1
+        raw=(--pretrained raw --finetune-dataset "$DATASET" --protocol "$PROTOCOL" --data-dir "$DATA"
+             --device "$DEVICE" -j "$WORKERS" --view "$view" --window "${WINDOW:-64}")
+        "$PY" knn_eval.py "${raw[@]}" --output "$RUN/results/knn_${view}_raw.json" || return 1
+        "$PY" action_classification.py "${raw[@]}" --seed "$SEED" --epochs "$LINEAR_EPOCHS" \
+            --schedule $(( LINEAR_EPOCHS * 3 / 5 )) $(( LINEAR_EPOCHS * 4 / 5 )) \
+            --output "$RUN/results/linear_${view}_raw.json" || return 1
     done
 }
 
@@ -108,7 +112,7 @@ meanwhile evaluating a random encoder and the raw coordinates" "$RUN/logs/pretra
         '"$PY" pretrain_cmd.py --pre-dataset "$DATASET" --protocol "$PROTOCOL" --data-dir "$DATA" \
             --device "$DEVICE" -j "$WORKERS" --seed "$SEED" "${ENCODER_FLAGS[@]}" --mlp \
             --contrast-k "$QUEUE" --topk "$TOPK" --contrast-m "$KEY_MOMENTUM" --lr "$LR" --batch-size "$BATCH" \
-            --epochs "$EPOCHS" --schedule $SCHEDULE --save-freq "$EPOCHS" \
+            --epochs "$EPOCHS" --schedule $SCHEDULE --save-freq "$EPOCHS" --window "${WINDOW:-64}" \
             ${PRETRAIN_EXTRA[@]+"${PRETRAIN_EXTRA[@]}"} --checkpoint-path "$CKPT" --log-dir "$RUN/tensorboard"' \
         "$RUN/logs/eval_baselines.log" 'baselines'
     side_by_side "evaluating CMD's encoder on the joint view and on the 3-stream fusion" \

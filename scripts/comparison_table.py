@@ -7,8 +7,10 @@ from the evaluations' results JSON of one run, or the mean and spread of several
 Reads every *.json that action_classification.py or knn_eval.py wrote into RESULTS_DIR and sorts each
 into (view, protocol, encoder) by what the record says: `evaluation` 'linear' or 'knn' (1-NN top-1
 from `top1_k1`; linear: top-1 of the last epoch), `checkpoint` 'raw' (knn_eval.py --pretrained raw),
-'none' (random encoder) or a checkpoint path (CMD). Prints one markdown table and writes summary.json
-{view: {protocol: {"raw": x|null, "random": x, "cmd": x, "cmd_minus_random": x}}}. With --runs, each cell
+'none' (random encoder) or a checkpoint path (CMD); the raw coordinates are evaluated by both
+(action_classification.py --pretrained raw is their linear probe). Prints one markdown table and writes summary.json
+{view: {protocol: {"raw": x|null, "random": x, "cmd": x, "cmd_minus_random": x,
+"cmd_minus_raw": x}}}. With --runs, each cell
 is the mean over the runs with the sample standard deviation and the range, {"mean", "std", "min", "max",
 "values"}, and the table prints mean ± std.
 """
@@ -57,12 +59,13 @@ def summarise(paths) -> dict:
         cell[encoder] = top1_of(record)
     for protocols in summary.values():
         for cell in protocols.values():
-            both = cell["cmd"] is not None and cell["random"] is not None
-            cell["cmd_minus_random"] = cell["cmd"] - cell["random"] if both else None
+            for base in ("random", "raw"):
+                both = cell["cmd"] is not None and cell[base] is not None
+                cell[f"cmd_minus_{base}"] = cell["cmd"] - cell[base] if both else None
     return summary
 
 
-COLUMNS = ("raw", "random", "cmd", "cmd_minus_random")
+COLUMNS = ("raw", "random", "cmd", "cmd_minus_random", "cmd_minus_raw")
 
 
 def aggregate(summaries: list[dict]) -> dict:
@@ -91,8 +94,8 @@ def table(summary: dict) -> str:
         if isinstance(v, dict):
             return f"{v['mean']:+.1f} ± {v['std']:.1f}" if signed else f"{v['mean']:.1f} ± {v['std']:.1f}"
         return f"{v:+.1f}" if signed else f"{v:.1f}"
-    lines = ["| view | protocol | raw coordinates | random encoder | CMD | CMD - random |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| view | protocol | raw coordinates | random encoder | CMD | CMD - random | CMD - raw |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for view in sorted(summary, key=lambda v: list(VIEW_NAMES).index(v) if v in VIEW_NAMES else 99):
         for protocol in ("linear", "knn"):
             cell = summary[view].get(protocol)
@@ -101,7 +104,8 @@ def table(summary: dict) -> str:
             lines.append(f"| {VIEW_NAMES.get(view, view)} | {PROTOCOL_NAMES[protocol]} top-1 "
                          f"| {fmt(cell['raw'])} "
                          f"| {fmt(cell['random'])} | {fmt(cell['cmd'])} "
-                         f"| {fmt(cell['cmd_minus_random'], True)} |")
+                         f"| {fmt(cell['cmd_minus_random'], True)} "
+                         f"| {fmt(cell.get('cmd_minus_raw'), True)} |")
     return "\n".join(lines)
 
 

@@ -45,6 +45,14 @@ esac
 QUEUE=${QUEUE:-512}
 TOPK=${TOPK:-128}
 KEY_MOMENTUM=${KEY_MOMENTUM:-0.99}
+WINDOW=${WINDOW:-64}
+SPLIT=${SPLIT:-test}
+AUG_ROTATE=${AUG_ROTATE:-0}
+AUG_NOISE=${AUG_NOISE:-0}
+AUG_SHEAR=${AUG_SHEAR:-1}
+AUG_CORRUPT_PROB=${AUG_CORRUPT_PROB:-0.5}
+PRETRAIN_EXTRA=(--aug-rotate "$AUG_ROTATE" --aug-noise "$AUG_NOISE" --aug-shear "$AUG_SHEAR"
+                --aug-corrupt-prob "$AUG_CORRUPT_PROB" ${EXTRA_FLAGS:-})
 BATCH=${BATCH:-64}
 LINEAR_EPOCHS=${LINEAR_EPOCHS:-30}
 SEED=${SEED:-0}
@@ -75,17 +83,23 @@ make_run_folder "${NW_UCLA_RUN_DIR:-}" "nw_ucla-$ENCODER"
 choose_python
 choose_device
 DATASET=nw_ucla
-PROTOCOL=cross_view
+case $SPLIT in
+    test) PROTOCOL=cross_view ;;
+    val) PROTOCOL=cross_view_val ;;     # view 1 trains, view 2 validates; view 3 is never read
+    *) echo "nw_ucla.sh: SPLIT=$SPLIT: expected test or val" >&2; exit 2 ;;
+esac
 DATA=$RUN/data
 echo "== run folder $RUN; device $DEVICE ($CORES cores); Python $PY"
 
 stage "preparing NW-UCLA from $NW_UCLA_DIR" "$RUN/logs/prepare_data.log" \
     "$PY" prepare_data.py nw_ucla --raw-dir "$NW_UCLA_DIR" --out "$DATA/nw_ucla" --workers "$CORES"
 stage "drawing the first test clip" "$RUN/logs/draw_skeleton.log" \
-    "$PY" draw_skeleton.py --dataset nw_ucla --protocol cross_view --data-dir "$DATA" --part val --clips 0 \
+    "$PY" draw_skeleton.py --dataset nw_ucla --protocol "$PROTOCOL" --data-dir "$DATA" --part val --clips 0 \
     --out-dir "$RUN/skeleton"
 
-TITLE="NW-UCLA cross-view (view 3), test split; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME, seed $SEED"
+SPLIT_NAME="cross-view (view 3), test split"
+[ "$SPLIT" = val ] && SPLIT_NAME="validation (view 1 trains, view 2 validates)"
+TITLE="NW-UCLA $SPLIT_NAME; top-1 accuracy (%); CMD and random encoder: $ENCODER_NAME, seed $SEED"
 SCHEDULE=$(( EPOCHS * 4 / 5 ))
 run_comparison
 print_outputs "$started"

@@ -71,7 +71,7 @@ def _write_results(folder, rows):
 def test_summary_keys_values_and_table(tmp_path, capsys):
     ckpt = "runs/demo-x/checkpoints/checkpoint_0029.pth.tar"
     rows = [("linear", "joint", "none", 40.0), ("linear", "joint", ckpt, 55.5),
-            ("knn", "joint", "none", 35.25), ("knn", "joint", ckpt, 47.0), ("knn", "joint", "raw", 60.0),
+            ("linear", "joint", "raw", 50.0), ("knn", "joint", "none", 35.25), ("knn", "joint", ckpt, 47.0), ("knn", "joint", "raw", 60.0),
             ("linear", "all", "none", 45.0), ("linear", "all", ckpt, 61.0),
             ("knn", "all", "none", 38.0), ("knn", "all", ckpt, 50.0), ("knn", "all", "raw", 62.5)]
     _write_results(tmp_path / "results", rows)
@@ -80,14 +80,19 @@ def test_summary_keys_values_and_table(tmp_path, capsys):
     summary = comparison_table.main([str(tmp_path / "results"), "--output", str(out)])
     assert json.loads(out.read_text()) == summary
     assert set(summary) == {"joint", "all"}
-    assert summary["joint"]["linear"] == {"raw": None, "random": 40.0, "cmd": 55.5, "cmd_minus_random": 15.5}
-    assert summary["joint"]["knn"] == {"raw": 60.0, "random": 35.25, "cmd": 47.0, "cmd_minus_random": 11.75}
+    assert summary["joint"]["linear"] == {"raw": 50.0, "random": 40.0, "cmd": 55.5, "cmd_minus_random": 15.5,
+                                          "cmd_minus_raw": 5.5}
+    assert summary["joint"]["knn"] == {"raw": 60.0, "random": 35.25, "cmd": 47.0, "cmd_minus_random": 11.75,
+                                       "cmd_minus_raw": -13.0}
+    assert summary["all"]["linear"]["raw"] is None and summary["all"]["linear"]["cmd_minus_raw"] is None
     assert summary["all"]["knn"]["cmd_minus_random"] == pytest.approx(12.0)
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "| view | protocol | raw coordinates | random encoder | CMD | CMD - random |"
-    assert printed[2] == "| joint | linear top-1 | - | 40.0 | 55.5 | +15.5 |"
-    assert printed[3] == "| joint | 1-NN top-1 | 60.0 | 35.2 | 47.0 | +11.8 |"
-    assert printed[5] == "| 3-stream fusion | 1-NN top-1 | 62.5 | 38.0 | 50.0 | +12.0 |"
+    assert printed[0] == ("| view | protocol | raw coordinates | random encoder | CMD | CMD - random "
+                          "| CMD - raw |")
+    assert printed[2] == "| joint | linear top-1 | 50.0 | 40.0 | 55.5 | +15.5 | +5.5 |"
+    assert printed[3] == "| joint | 1-NN top-1 | 60.0 | 35.2 | 47.0 | +11.8 | -13.0 |"
+    assert printed[4] == "| 3-stream fusion | linear top-1 | - | 45.0 | 61.0 | +16.0 | - |"
+    assert printed[5] == "| 3-stream fusion | 1-NN top-1 | 62.5 | 38.0 | 50.0 | +12.0 | -12.0 |"
 
 
 def test_summary_rejects_duplicates_and_empty_folders(tmp_path):
@@ -145,12 +150,12 @@ def test_demo_script_end_to_end_tiny(tmp_path, encoder):
     for view in ("joint", "all"):
         assert set(summary[view]) == {"linear", "knn"}
         for protocol, cell in summary[view].items():
-            assert set(cell) == {"raw", "random", "cmd", "cmd_minus_random"}
-            assert (cell["raw"] is None) == (protocol == "linear")       # raw coordinates: 1-NN only
-            for name in ("random", "cmd") + (("raw",) if protocol == "knn" else ()):
+            assert set(cell) == {"raw", "random", "cmd", "cmd_minus_random", "cmd_minus_raw"}
+            for name in ("raw", "random", "cmd"):          # raw coordinates: 1-NN and the linear probe
                 assert 0.0 <= cell[name] <= 100.0
             assert cell["cmd_minus_random"] == pytest.approx(cell["cmd"] - cell["random"])
-    assert len(list((run / "results").glob("*.json"))) == 10
+            assert cell["cmd_minus_raw"] == pytest.approx(cell["cmd"] - cell["raw"])
+    assert len(list((run / "results").glob("*.json"))) == 12
     for path in ("checkpoints/checkpoint_0000.pth.tar", "checkpoints/log.jsonl", "checkpoints/config.json",
                  "tsne_joint_cmd.png", "tsne_joint_random.png", "training_curves.png", "logs/pretrain.log"):
         assert (run / path).is_file(), path
