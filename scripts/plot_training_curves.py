@@ -3,8 +3,10 @@
     python scripts/plot_training_curves.py CHECKPOINT_DIR/log.jsonl OUT.png [--title TEXT]
 
 Left: the total loss and its parts (the three InfoNCE terms and the cross-modal distillation term).
-Right: the contrastive top-1 of each stream (how often the query's own key scores above all K queue
-keys; chance is 100/(K+1) %).
+Middle: the contrastive top-1 of each stream (how often the query's own key scores above all K queue
+keys; chance is 100/(K+1) %). Right, when the log holds the training monitor's looks
+(training_monitor.py): the mean pairwise cosine of a fixed batch's query features per stream (collapse:
+near 1) and the validation 1-NN (%) on a second axis.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ def plot(records: list[dict], out: str, title: str = "") -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     epochs = [r["epoch"] for r in records]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    looks = [r for r in records if "monitor_cos_joint" in r]
+    fig, axes = plt.subplots(1, 3 if looks else 2, figsize=(16 if looks else 11, 4))
+    left, right = axes[0], axes[1]
     for key, label in (("loss", "total"), ("loss_joint", "InfoNCE joint"), ("loss_motion", "InfoNCE motion"),
                        ("loss_bone", "InfoNCE bone"), ("loss_sim", "distillation (CMD)")):
         left.plot(epochs, [r[key] for r in records], marker=".", label=label)
@@ -40,6 +44,19 @@ def plot(records: list[dict], out: str, title: str = "") -> None:
     right.set_xlabel("epoch")
     right.set_ylabel("contrastive top-1 (%)")
     right.legend(fontsize="small")
+    if looks:
+        monitor, at = axes[2], [r["epoch"] for r in looks]
+        for m in ("joint", "motion", "bone"):
+            monitor.plot(at, [r[f"monitor_cos_{m}"] for r in looks], marker=".", label=f"cosine {m}")
+        monitor.set_ylim(-0.05, 1.05)
+        monitor.set_xlabel("epoch")
+        monitor.set_ylabel("mean pairwise cosine (fixed batch)")
+        monitor.legend(fontsize="small", loc="upper left")
+        if all("monitor_knn" in r for r in looks):
+            knn = monitor.twinx()
+            knn.plot(at, [r["monitor_knn"] for r in looks], color="black", marker="o", label="val 1-NN")
+            knn.set_ylabel("validation 1-NN top-1 (%)")
+            knn.legend(fontsize="small", loc="upper right")
     fig.suptitle(title or "CMD pretraining")
     fig.tight_layout()
     tmp = out + ".tmp"

@@ -218,3 +218,19 @@ def test_monitor_in_the_log_and_the_same_training_without_it(tmp_path):
     a = torch.load(with_monitor.replace("0000", "0001"), map_location="cpu", weights_only=False)["state_dict"]
     b = torch.load(without.replace("0000", "0001"), map_location="cpu", weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_curves_show_the_monitor_when_logged(tmp_path):
+    import sys
+    from PIL import Image
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    import plot_training_curves
+    base = {"loss": 20.0, "loss_joint": 5.0, "loss_motion": 4.0, "loss_bone": 5.0, "loss_sim": 6.0,
+            "top1_joint": 10.0, "top1_motion": 20.0, "top1_bone": 15.0}
+    plain = [dict(base, epoch=e) for e in range(3)]
+    looks = [dict(r, monitor_cos_joint=0.5, monitor_cos_motion=0.4, monitor_cos_bone=0.6, monitor_knn=40.0)
+             for r in plain]
+    plot_training_curves.plot(plain, str(tmp_path / "plain.png"))
+    plot_training_curves.plot(looks, str(tmp_path / "monitor.png"))
+    with Image.open(tmp_path / "plain.png") as a, Image.open(tmp_path / "monitor.png") as b:
+        assert a.size == (1210, 440) and b.size == (1760, 440)       # two panels, three panels
