@@ -25,9 +25,11 @@ class Protocol:
 
     `split` is read by the dataset's raw reader: for 'ntu' one of 'subject' (training performers),
     'camera' (cameras 2, 3 train) or 'setup' (even setups train); for 'pku' the split file's name; for
-    'nw_ucla' 'view3' (views 1 and 2 train) or 'view1' (view 1 trains, view 2 validates)."""
+    'nw_ucla' 'view3' (views 1 and 2 train) or 'view1' (view 1 trains, view 2 validates). An `optional`
+    protocol is left out, with a note, when the raw files give one of its parts no clip."""
     folder: str
     split: str
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ register(DatasetEntry("pku_v2", "ntu", 41, {"cross_subject": Protocol("xsub", "c
 # cross_view_val, for choosing recipes without reading the test view: view 1 trains, view 2 validates
 # (a cross-view split inside the training views), view 3 is left out.
 register(DatasetEntry("nw_ucla", "nw_ucla", 10, {"cross_view": Protocol("xview", "view3"),
-                                                 "cross_view_val": Protocol("xview_val", "view1")},
+                                                 "cross_view_val": Protocol("xview_val", "view1", optional=True)},
                       "nw_ucla",
                       class_names=("pick up with one hand", "pick up with two hands", "drop trash",
                                    "walk around", "sit down", "stand up", "donning", "doffing", "throw",

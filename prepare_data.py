@@ -162,8 +162,11 @@ class _PartWriter:
 
 
 def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1, skip_bad: bool = False,
-            desc: str = "preparing", num_joints: int = 25) -> dict:
-    """Process every job once and write each sample to the parts it belongs to in every benchmark."""
+            desc: str = "preparing", num_joints: int = 25, optional=()) -> dict:
+    """Process every job once and write each sample to the parts it belongs to in every benchmark.
+
+    A benchmark in `optional` whose train or val part would be empty is left out with one line (NW-UCLA's
+    validation protocol, when the files hold no view-2 clips); for any other it is an error."""
     if not jobs:
         raise ValueError("no input files to convert")
     capacity = {}
@@ -174,11 +177,17 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
                     continue                            # in its validation protocol)
                 key = (bench, sample.parts[bench])
                 capacity[key] = capacity.get(key, 0) + 1
-    for bench in folders:
+    left_out = []
+    for bench in list(folders):
         for part in ("train", "val"):
+            if capacity.get((bench, part), 0) == 0 and bench in optional and len(folders) > 1:
+                left_out.append(f"note: benchmark {bench} not prepared: its {part} split would have no samples")
+                folders = [f for f in folders if f != bench]
+                break
             if capacity.get((bench, part), 0) == 0:
                 raise ValueError(f"benchmark {bench}: the {part} split would have no samples "
                                  f"({sum(len(j.samples) for j in jobs)} samples found in total)")
+    capacity = {key: n for key, n in capacity.items() if key[0] in folders}
     for bench in folders:
         for path in remove_leftover_temporaries(os.path.join(out_dir, bench)):
             print(f"removed {path}, left by an interrupted conversion", file=sys.stderr)
@@ -227,6 +236,8 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
         raise
     if bad:
         print(f"skipped {len(bad)} malformed file(s)", file=sys.stderr)
+    for note in left_out:
+        print(note, file=sys.stderr)
     duplicates = report_duplicates(writers, folders)
     if notes:
         print(f"warning: {len(notes)} PKU-MMD label row(s) end past their video and were clipped to its last "
@@ -301,7 +312,8 @@ def main(argv=None) -> dict:
     with run_folder.locked_folder(out):          # a second conversion into --out is refused with our pid
         jobs = RAW_FORMATS[entry.raw_format].jobs(args, entry, rules, out)
         report = convert(jobs, out, list(rules), workers=args.workers, skip_bad=args.skip_bad,
-                         desc=entry.name, num_joints=graph.get_layout(entry.layout).num_joints)
+                         desc=entry.name, num_joints=graph.get_layout(entry.layout).num_joints,
+                         optional={spec.folder for spec in entry.protocols.values() if spec.optional})
     for key, count in sorted(report["written"].items()):
         print(f"{os.path.join(out, key)}: {count} samples")
     return report

@@ -26,7 +26,12 @@
 # here: docs/model.md, "ST-GCN on NW-UCLA"), QUEUE [512] MoCo queue (at most the training set: a larger one holds each clip's own
 # older keys as negatives), TOPK [128] CMD top-k, LR [0.05, 0.01], KEY_MOMENTUM [0.99] MoCo momentum of the
 # key encoders (the released 0.999 leaves them near their random start in 1,500 steps), BATCH [64],
-# LINEAR_EPOCHS [30].
+# LINEAR_EPOCHS [30], WINDOW [64] frames per clip (pretraining and every evaluation), AUG_ROTATE [0] degrees of
+# random 3-D rotation, AUG_NOISE [0] joint-noise standard deviation, AUG_SHEAR [1] shear magnitude,
+# AUG_CORRUPT_PROB [0.5] joint-corruption probability (the last four: the pretraining views' --aug-* flags,
+# docs/differences.md), EXTRA_FLAGS [] more pretrain_cmd.py flags.
+# SPLIT [test]: test = the cross-view protocol above; val = the validation protocol (view 1 trains, view 2
+# validates, view 3 is never read: protocol cross_view_val), where recipes are chosen (docs/results.md).
 # The GPU recipe at the paper's sizes is scripts/pretrain_nw_ucla.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -92,7 +92,7 @@ def test_summary_keys_values_and_table(tmp_path, capsys):
     assert printed[2] == "| joint | linear top-1 | 50.0 | 40.0 | 55.5 | +15.5 | +5.5 |"
     assert printed[3] == "| joint | 1-NN top-1 | 60.0 | 35.2 | 47.0 | +11.8 | -13.0 |"
     assert printed[4] == "| 3-stream fusion | linear top-1 | - | 45.0 | 61.0 | +16.0 | - |"
-    assert printed[5] == "| 3-stream fusion | 1-NN top-1 | 62.5 | 38.0 | 50.0 | +12.0 | -12.0 |"
+    assert printed[5] == "| 3-stream fusion | 1-NN top-1 | 62.5 | 38.0 | 50.0 | +12.0 | -12.5 |"
 
 
 def test_summary_rejects_duplicates_and_empty_folders(tmp_path):

@@ -183,7 +183,8 @@ def real_set(tmp_path_factory):
 
 def test_the_real_set_prepares_into_the_cross_view_protocol(real_set):
     raw, folder, report = real_set
-    assert report["written"] == {"xview/train": 1020, "xview/val": 464}
+    assert report["written"] == {"xview/train": 1020, "xview/val": 464,           # the test protocol
+                                 "xview_val/train": 516, "xview_val/val": 504}    # the validation protocol
     for part, views in (("train", {"v01", "v02"}), ("val", {"v03"})):
         split = dataset.load_split(folder, part, 10, "nw_ucla")
         assert {name[-3:] for name in split.names} == views
@@ -233,7 +234,8 @@ def written_set(tmp_path):
     data = tmp_path / "data"
     report = prepare_data.main(["nw_ucla", "--raw-dir", str(raw), "--out", str(data / "nw_ucla"),
                                 "--workers", "1"])
-    assert report["written"] == {"xview/train": 12, "xview/val": 6} and report["duplicates"] == {}
+    assert report["written"] == {"xview/train": 12, "xview/val": 6, "xview_val/train": 6, "xview_val/val": 6}
+    assert report["duplicates"] == {}
     return str(data)
 
 
@@ -291,10 +293,10 @@ def test_the_script_end_to_end_tiny_with_stgcn(written_set, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) == {"joint", "all"} and set(summary["joint"]) == {"linear", "knn"}
     results = sorted((run / "results").glob("*.json"))
-    assert len(results) == 10
+    assert len(results) == 12                   # 1-NN and linear: CMD, random encoder, raw coordinates
     for path in results:
         record = json.loads(path.read_text())
-        if path.name.startswith("knn_"):
+        if path.name.startswith(("knn_", "linear_")):
             assert (record["num_train"], record["num_test"]) == (12, 6), path
         if record["checkpoint"] != "raw":
             assert record["encoder"] == "stgcn", path
@@ -302,3 +304,24 @@ def test_the_script_end_to_end_tiny_with_stgcn(written_set, tmp_path):
             assert (config["init"], config["base_channels"], config["hidden_size"]) == ("pytorch", 2, 8), path
     (gif,) = (run / "skeleton").glob("val_0_*_joint.gif")
     assert gif.with_suffix(".png").is_file()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_script_on_the_validation_split_never_reads_view_3(written_set, tmp_path):
+    """SPLIT=val: every stage on view 1 (training) and view 2 (validation); the recipe's --window and
+    --aug-* flags reach the pretraining and every evaluation."""
+    run = tmp_path / "run"
+    proc = run_script({"NW_UCLA_DIR": str(tmp_path / "raw"), "NW_UCLA_RUN_DIR": str(run), "SPLIT": "val",
+                       "EPOCHS": "1", "HIDDEN": "8", "QUEUE": "4", "TOPK": "2", "BATCH": "2",
+                       "LINEAR_EPOCHS": "1", "WINDOW": "16", "AUG_ROTATE": "20"}, 900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "NW-UCLA validation (view 1 trains, view 2 validates)" in proc.stdout
+    config = json.loads((run / "checkpoints" / "config.json").read_text())
+    assert config["protocol"] == "cross_view_val" and config["train_clips"] == 6
+    assert (config["window"], config["aug_rotate"]) == (16, 20.0)
+    for path in sorted((run / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        assert record["protocol"] == "cross_view_val" and record["window"] == 16, path
+        assert (record["num_train"], record["num_test"]) == (6, 6), path
+    proc = run_script({"SPLIT": "view3", "NW_UCLA_DIR": str(tmp_path / "raw")}, 60)
+    assert proc.returncode == 2 and "SPLIT=view3: expected test or val" in proc.stderr
