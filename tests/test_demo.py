@@ -126,8 +126,10 @@ def test_runs_aggregate_to_mean_and_sample_spread(tmp_path, capsys):
     assert result["joint"]["linear"]["raw"] is None and result["joint"]["knn"]["raw"]["std"] == 0.0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "3 run(s); mean ± sample standard deviation"
-    # differences 10, 13, 13: standard deviation sqrt((4 + 1 + 1) / 2) = 1.73
-    assert printed[3] == "| joint | linear top-1 | - | 52.0 ± 2.6 | 64.0 ± 4.0 | +12.0 ± 1.7 |"
+    # differences 10, 13, 13: standard deviation sqrt((4 + 1 + 1) / 2) = 1.73; summaries written before
+    # the CMD - raw column have none
+    assert printed[3] == "| joint | linear top-1 | - | 52.0 ± 2.6 | 64.0 ± 4.0 | +12.0 ± 1.7 | - |"
+    assert result["joint"]["knn"]["cmd_minus_raw"] is None
     with pytest.raises(SystemExit, match="not a run's summary.json"):
         (tmp_path / "bad.json").write_text("[1, 2]")
         comparison_table.main(["--runs", str(tmp_path / "bad.json")])
