@@ -28,17 +28,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-import dataset_table
-import cli_errors
 import dataset
 import evaluation
-import flag_values
-import reports
-import resume_check
-import run_folder
-import runtime
-import training
-import visualise
+from cli import cli_errors, flag_values, frozen_flags, seeding
+from engine import meters, resume_check, training
+from readers import dataset_table
+from reporting import reports, visualise
+from storage import run_folder
 
 # resuming a run with one of these changed would silently mix two experiments
 _RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
@@ -150,7 +146,7 @@ def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int,
     left non-finite weights, before anything of it is evaluated or saved."""
     model.train(not linear)       # linear evaluation: the whole model stays in eval mode
     criterion = nn.CrossEntropyLoss()
-    loss_meter, top1_meter = runtime.AverageMeter("loss"), runtime.AverageMeter("top1")
+    loss_meter, top1_meter = meters.AverageMeter("loss"), meters.AverageMeter("top1")
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -215,7 +211,7 @@ class Progress:
     resume_changes: list = field(default_factory=list)
 
 
-def make_config(argv) -> runtime.FrozenArgs:
+def make_config(argv) -> frozen_flags.FrozenArgs:
     """The checked flags, with the released semi-supervised protocols and the default --lr resolved."""
     args = build_parser().parse_args(argv)
     resolved = {}
@@ -224,7 +220,7 @@ def make_config(argv) -> runtime.FrozenArgs:
                     "protocol": args.protocol[:-len(SEMI_SUFFIX)]}
     visualise.check_dependencies(args)
     default_lr = 0.01 if resolved.get("finetune", args.finetune) else 0.1
-    cfg = runtime.FrozenArgs(args, lr=default_lr if args.lr is None else args.lr,
+    cfg = frozen_flags.FrozenArgs(args, lr=default_lr if args.lr is None else args.lr,
                              workers=evaluation.loader_workers(args), **resolved)
     if resolved:
         print(f"=> --protocol {cfg.released_protocol}: fine-tuning on {cfg.protocol} (all parameters "
@@ -258,7 +254,7 @@ def resume(cfg, store: training.RunCheckpoints, identity: dict, model, optimizer
         progress.train_indices = state["train_indices"].numpy()
         progress.subset_seed = state.get("subset_seed")
     if "rng" in state:
-        runtime.set_rng_state(state["rng"])
+        seeding.set_rng_state(state["rng"])
     print(f"=> resumed from {path} at epoch {progress.start_epoch}"
           + "".join(f"; allowed change: {c['field']} {c['checkpoint']!r} -> {c['now']!r}"
                     for c in progress.resume_changes))
@@ -295,8 +291,8 @@ def fit(cfg, model, optimizer, loaders, device, progress: Progress, store: train
         if store.folder:
             store.save({
                 "epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "best": progress.best, "history": progress.history, "args": runtime.plain_args(cfg),
-                "rng": runtime.rng_state(),
+                "best": progress.best, "history": progress.history, "args": frozen_flags.plain_args(cfg),
+                "rng": seeding.rng_state(),
                 "train_indices": None if progress.train_indices is None else torch.as_tensor(
                     progress.train_indices),
                 "subset_seed": progress.subset_seed, "run": identity, **model.encoder_record()})
@@ -314,7 +310,7 @@ def evaluate_and_keep_best(cfg, model, test_loader, device, entry: dict, progres
         progress.best = dict(last)
         if store.folder:
             store.write("model_best.pth.tar", {"epoch": entry["epoch"], "state_dict": model.state_dict(),
-                                               "best": progress.best, "args": runtime.plain_args(cfg),
+                                               "best": progress.best, "args": frozen_flags.plain_args(cfg),
                                                **model.encoder_record()})
     best = progress.best
     print(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}  test top-1 {result['top1']:.2f}  "
@@ -347,7 +343,7 @@ def write_results(cfg, run: dict, progress: Progress, last: dict, started: float
 def main(argv=None) -> dict:
     cfg = make_config(argv)
     started = time.time()
-    runtime.seed_everything(cfg.seed)
+    seeding.seed_everything(cfg.seed)
     device = evaluation.device_from_args(cfg)
     benchmark, train_split, test_split = evaluation.load_benchmark(cfg)
     source = (evaluation.PretrainedSource(evaluation.RAW, None, {}, None, None)

@@ -12,7 +12,7 @@ subcommand's arguments, run it)).
 else on synthetic .skeleton files generated into a temporary folder, and reports files per second and
 seconds per 1,000 samples for each stage, vectorised against a straightforward loop version (the
 transcription of the released ntu_gendata.py / preprocess.py that the tests check against,
-released_reference.py).
+reference/released_reference.py).
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import time
 
 import numpy as np
 
-import cli_errors
 import readers
-from released_reference import loop_pre_normalization, loop_read_xyz
+from cli import cli_errors
+from reference.released_reference import loop_pre_normalization, loop_read_xyz
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SAMPLES = os.path.join(REPO_ROOT, "..", "shared", "data", "ntu_samples")
@@ -64,7 +64,7 @@ def run_data(args) -> dict:
     source = files_dir
     tmp = None
     if not files:
-        import synthetic  # noqa: PLC0415
+        from readers import synthetic  # noqa: PLC0415
         tmp = tempfile.TemporaryDirectory()
         synthetic.generate(tmp.name, num_clips=args.synthetic_clips, seed=0)
         files = sorted(glob.glob(os.path.join(tmp.name, "*.skeleton")))
@@ -97,7 +97,7 @@ def run_data(args) -> dict:
                                                 "speedup_vs_loop": speedup}
             print(f"{stage:<15}{version:<12}{1 / per_file:>10.1f}{1000 * per_file:>19.2f}{speedup:>9.1f}x")
     if args.json:
-        from runtime import atomic_write_json  # noqa: PLC0415
+        from storage.atomic_files import atomic_write_json  # noqa: PLC0415
         atomic_write_json(args.json, result)
     if tmp is not None:
         tmp.cleanup()
@@ -124,11 +124,11 @@ def _train_arguments(parser):
                         help="BiGRU computations to time (cmd_model.StepwiseGRU.MODES; 'stepwise' is the "
                              "default, which runs StepwiseGRU.IMPLEMENTATION[device])")
     parser.add_argument("--amp", action="store_true",
-                        help="autocast as pretrain_cmd.py --amp does (runtime.amp_dtype of the device)")
+                        help="autocast as pretrain_cmd.py --amp does (devices.amp_dtype of the device)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode first")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads (CPU); 0 = runtime.default_threads()")
+                        help="torch intra-op threads (CPU); 0 = parallelism.default_threads()")
     parser.add_argument("--no-augment", action="store_true", help="skip the augmentation timing")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -214,11 +214,12 @@ def run_train(args) -> dict:
     import torch  # noqa: PLC0415
 
     import cmd_model  # noqa: PLC0415
-    import runtime  # noqa: PLC0415
+    from cli import devices, parallelism  # noqa: PLC0415
+    from storage import atomic_files  # noqa: PLC0415
 
-    runtime.set_threads(args.threads)
-    device = runtime.resolve_device(args.device)
-    amp_dtype = runtime.amp_dtype(device) if args.amp else None
+    parallelism.set_threads(args.threads)
+    device = devices.resolve_device(args.device)
+    amp_dtype = devices.amp_dtype(device) if args.amp else None
     if args.amp and amp_dtype is None:
         print(f"warning: --amp: {device} has no bfloat16/float16 autocast support here; float32")
     torch.manual_seed(0)
@@ -257,7 +258,7 @@ def run_train(args) -> dict:
     if not args.no_augment:
         result["augment_clips_per_s"] = _time_augmentations(args, torch, device)
     if args.json:
-        runtime.atomic_write_json(args.json, result)
+        atomic_files.atomic_write_json(args.json, result)
     return result
 
 
@@ -270,7 +271,7 @@ def _time_train_steps(args, torch, model, grus, device, amp_dtype) -> dict:
     n, t = args.batch_size, args.frames
     x_q = torch.randn(n, 3, t, 25, 2, device=device)
     x_k = torch.randn(n, 3, t, 25, 2, device=device)
-    import training  # noqa: PLC0415
+    from engine import training  # noqa: PLC0415
     optimizer = training.sgd(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # as pretraining
     encoder_seq = torch.randn(n, t, 150, device=device) if grus else None
 
@@ -366,7 +367,7 @@ def _report_train_steps(args, timings, implementation, macs_encoder, matmul, dev
 
 def _time_augmentations(args, torch, device) -> dict:
     """Clips per second of one pretraining view: numpy per clip (loader workers) and batched torch."""
-    import augment  # noqa: PLC0415
+    from augmentation import augment  # noqa: PLC0415
 
     n = args.batch_size
     clips = np.random.default_rng(0).normal(size=(n, 3, 300, 25, 2)).astype(np.float32)
@@ -398,7 +399,7 @@ def _gru_arguments(parser):
     parser.add_argument("--layers", type=int, default=3, help="GRU layers")
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of repeats")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads; 0 = runtime.default_threads()")
+                        help="torch intra-op threads; 0 = parallelism.default_threads()")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -409,10 +410,11 @@ def run_gru(args) -> dict:
     take turns in each repeat; the best of the repeats is reported."""
     import torch  # noqa: PLC0415
 
-    import bigru  # noqa: PLC0415
-    import runtime  # noqa: PLC0415
+    from encoders import bigru  # noqa: PLC0415
+    from cli import devices, parallelism  # noqa: PLC0415
+    from storage import atomic_files  # noqa: PLC0415
 
-    runtime.set_threads(args.threads)
+    parallelism.set_threads(args.threads)
     groupings = {"batched": 10 ** 9, "split": 0}
     chosen = bigru.BATCHED_DIRECTIONS_MAX_HIDDEN
     defaults = {h: "batched" if bigru.direction_groups(h) == ((0, 1),) else "split" for h in args.hidden_size}
@@ -450,7 +452,7 @@ def run_gru(args) -> dict:
     finally:
         bigru.BATCHED_DIRECTIONS_MAX_HIDDEN = chosen
     if args.json:
-        runtime.atomic_write_json(args.json, result)
+        atomic_files.atomic_write_json(args.json, result)
     return result
 
 

@@ -14,13 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import bigru
-import checkpoints
 import encoders
 import graph
 import moco
-import stgcn
 from encoders import add_mlp_head  # noqa: F401  (part of cmd_model's interface)
+from encoders import bigru, stgcn
+from storage import checkpoints
 
 MODALITIES = ("joint", "motion", "bone")
 

@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 import graph
-from augment import RELEASED_AUGMENT, WINDOW, PretrainAugment, augment_pretrain, center_crop_resize, \
-    random_crop_resize
+from augmentation.augment import RELEASED_AUGMENT, WINDOW, PretrainAugment, augment_pretrain, \
+    center_crop_resize, random_crop_resize
 
 PARTS = ("train", "val")
 MAX_CLASSES = 100_000  # a custom folder's labels are class indices below this (a larger one is a typo)

@@ -30,10 +30,9 @@ import zipfile
 
 import torch
 
-import cli_errors
-import checkpoints
 import cmd_model
-import runtime
+from cli import cli_errors
+from storage import atomic_files, checkpoints, write_faults
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MANIFEST = os.path.join(HERE, "pretrained_models", "manifest.json")
@@ -64,7 +63,7 @@ def released_key_names(mlp: bool) -> set[str]:
 
 def check_file(path: str, sha256: str | None) -> str:
     """Raise CheckFailed unless `path` is the expected checkpoint; return its sha256."""
-    digest = runtime.sha256_file(path)
+    digest = atomic_files.sha256_file(path)
     if sha256:
         if digest != sha256.lower():
             raise CheckFailed(f"{path}: sha256 {digest} differs from the manifest's {sha256}")
@@ -95,8 +94,8 @@ def install(candidate: str, entry: dict, root: str, keep_candidate: bool = False
         try:
             shutil.copyfile(candidate, tmp)
         except OSError as exc:
-            runtime.remove_quietly(tmp)
-            runtime.raise_write_failure(exc, dest, "nothing was replaced")
+            atomic_files.remove_quietly(tmp)
+            write_faults.raise_write_failure(exc, dest, "nothing was replaced")
         candidate = tmp
     os.replace(candidate, dest)
     print(f"installed {entry['benchmark']}: {dest}\n  sha256 {digest}")
@@ -280,7 +279,7 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:              # a full disk while copying or extracting: nothing installed
-            failure = runtime.write_failure(exc, exc.filename or args.root)
+            failure = write_faults.write_failure(exc, exc.filename or args.root)
             if failure is None:
                 raise
             print(f"error: {failure}", file=sys.stderr)
@@ -294,7 +293,7 @@ def main(argv=None) -> int:
             print(f"error: {entry['benchmark']}: {exc}", file=sys.stderr)
             failed.append(entry["benchmark"])
         except OSError as exc:              # a full disk: the .part file is kept for a later resume
-            failure = runtime.write_failure(exc, exc.filename or destination(entry, args.root),
+            failure = write_faults.write_failure(exc, exc.filename or destination(entry, args.root),
                                             "nothing was replaced; what was downloaded is kept to resume")
             if failure is None:
                 raise

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import cli_errors
 import cmd_model
 import dataset
-import dataset_table
 import graph
-import run_folder
-import runtime
+from cli import cli_errors, seeding
+from readers import dataset_table
+from storage import atomic_files, run_folder
 
 MATPLOTLIB_MISSING = "draw_skeleton.py needs matplotlib, an optional dependency: pip install matplotlib"
 DPI = 100
@@ -137,7 +136,7 @@ def one_clip_split(split: dataset.SkeletonSplit, index: int) -> dataset.Skeleton
 
 def view_seed(seed: int, index: int) -> int:
     """The feeder's seed for clip `index`: a fixed function of --seed and the clip."""
-    return runtime.derived_seed(seed, index)
+    return seeding.derived_seed(seed, index)
 
 
 def augmented_panels(split: dataset.SkeletonSplit, index: int, layout: graph.Layout, modality: str,
@@ -362,7 +361,7 @@ def write_gif(path: str, panels: list[Panel], modality: str, layout: graph.Layou
     finally:
         plt.close(fig)
     images = shared_palette(images)
-    with runtime.atomic_open(path, "wb") as f:
+    with atomic_files.atomic_open(path, "wb") as f:
         images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return len(images), images[0].size
 
@@ -391,7 +390,7 @@ def write_strip(path: str, panels: list[Panel], modality: str, layout: graph.Lay
         image = _image(fig)
     finally:
         plt.close(fig)
-    with runtime.atomic_open(path, "wb") as f:
+    with atomic_files.atomic_open(path, "wb") as f:
         image.save(f, format="PNG", optimize=True)
     return len(rows[0]), image.size
 

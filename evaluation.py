@@ -22,15 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import dataset_table
-import checkpoints
 import cmd_model
 import dataset
-import flag_values
 import graph
-import run_folder
-import runtime
-import visualise
+from cli import devices, flag_values, machine, parallelism
+from readers import dataset_table
+from reporting import visualise
+from storage import atomic_files, checkpoints, run_folder
 
 RELEASED_WORKERS = 4     # the released evaluation's -j default: the most loader workers chosen without -j
 
@@ -57,7 +55,7 @@ def add_common_arguments(parser, protocols=None) -> None:
                         help=f"data loading workers (default: as released, {RELEASED_WORKERS}, but no more "
                              f"than the usable cores left beside the main process's threads; 0 on one core)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    runtime.add_threads_argument(parser)
+    parallelism.add_threads_argument(parser)
     parser.add_argument("--seed", type=flag_values.seed, default=None,
                         help="seed of every RNG (unseeded by default, as released)")
     parser.add_argument("--output", default=None, metavar="JSON",
@@ -86,18 +84,19 @@ def check_common_arguments(args) -> None:
     run_folder.check_output_file(args.tsne, args.overwrite, "--tsne")
     if args.tb_embedding:
         visualise.check_tb_embedding(args.tb_embedding, args.overwrite)
-    runtime.resolve_device(args.device, set_device=False)
+    devices.resolve_device(args.device, set_device=False)
 
 
 def loader_workers(args) -> int:
-    """-j as given, else the default for this machine (runtime.default_workers, at most the released 4)."""
-    return runtime.loader_workers(args.workers, getattr(args, "threads", 0), RELEASED_WORKERS)
+    """-j as given, else the default for this machine (parallelism.default_workers, at most the released
+    4)."""
+    return parallelism.loader_workers(args.workers, getattr(args, "threads", 0), RELEASED_WORKERS)
 
 
 def device_from_args(args) -> torch.device:
-    """The device; also sets the intra-op threads (--threads, runtime.set_threads)."""
-    runtime.set_threads(getattr(args, "threads", 0), args.workers)
-    return runtime.resolve_device(args.device)
+    """The device; also sets the intra-op threads (--threads, parallelism.set_threads)."""
+    parallelism.set_threads(getattr(args, "threads", 0), args.workers)
+    return devices.resolve_device(args.device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,7 +142,8 @@ def make_loader(split, train: bool, batch_size: int, workers: int, device: torch
     every epoch, and a resumed run continues exactly as an uninterrupted one."""
     feeder = dataset.DownstreamFeeder(split, train=train, window=window, indices=indices, seed=seed)
     return DataLoader(feeder, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=False, worker_init_fn=runtime.worker_init)
+                      pin_memory=device.type == "cuda", drop_last=False,
+                      worker_init_fn=parallelism.worker_init)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def load_pretrained_source(path: str) -> PretrainedSource:
     state_dict = checkpoints.extract_state_dict(ckpt)
     ckpt_args = ckpt.get("args") if isinstance(ckpt, dict) and isinstance(ckpt.get("args"), dict) else {}
     epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
-    return PretrainedSource(path, state_dict, dict(ckpt_args), runtime.sha256_file(path),
+    return PretrainedSource(path, state_dict, dict(ckpt_args), atomic_files.sha256_file(path),
                             int(epoch) if isinstance(epoch, (int, float)) else None,
                             checkpoints.encoder_record(ckpt, path))
 
@@ -251,7 +251,7 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
         return raw_probe(args, num_class, device, train_split)
     config = dict(resolve_model_config(args, source), window=clip_window(args, source))
     trained = 0 if not getattr(args, "finetune", False) else (3 if args.view == "all" else 1)
-    runtime.check_memory(cmd_model.classifier_bytes(config["encoder"], config["encoder_config"], num_class,
+    machine.check_memory(cmd_model.classifier_bytes(config["encoder"], config["encoder_config"], num_class,
                                                     trained), device,
                          f"the classifier ({config['encoder']} encoders, {num_class} classes)",
                          "lower the encoder's sizes (--hidden-size, ...) or check the labels' range")
@@ -400,7 +400,7 @@ def extract_features(model, loader, device: torch.device, desc: str = "features"
 
 if __name__ == "__main__":
     # python evaluation.py summarise RESULTS.json ... (the released workflow's command; see reports.py)
-    import cli_errors  # noqa: PLC0415
-    import reports  # noqa: PLC0415
+    from cli import cli_errors  # noqa: PLC0415
+    from reporting import reports  # noqa: PLC0415
 
     sys.exit(cli_errors.run_main(reports.summarise_command, prog="evaluation.py"))

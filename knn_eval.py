@@ -22,14 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import cli_errors
 import dataset
 import evaluation
-import flag_values
-import reports
-import run_folder
-import runtime
-import visualise
+from cli import cli_errors, flag_values, seeding
+from reporting import reports, visualise
+from storage import atomic_files, run_folder, write_faults
 
 
 @torch.no_grad()
@@ -111,10 +108,10 @@ def save_features(folder: str, arrays: dict, overwrite: bool) -> None:
                 os.fsync(f.fileno())
         run_folder.publish_files(pairs, overwrite, "--save-features")
     except OSError as exc:
-        runtime.raise_write_failure(exc, folder)
+        write_faults.raise_write_failure(exc, folder)
     finally:
         for tmp, _ in pairs:
-            runtime.remove_quietly(tmp)
+            atomic_files.remove_quietly(tmp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +147,7 @@ def main(argv=None) -> dict:
             run_folder.check_output_file(os.path.join(args.save_features, f"{name}.npy"), args.overwrite,
                                          "--save-features")
     started = time.time()
-    runtime.seed_everything(args.seed)
+    seeding.seed_everything(args.seed)
     device = evaluation.device_from_args(args)
     benchmark, train_split, test_split = evaluation.load_benchmark(args)
     if max(args.knn_neighbours) > len(train_split):

@@ -27,14 +27,11 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-import cli_errors
 import dataset
-import dataset_table
-import flag_values
 import graph
-import run_folder
-import runtime
-from readers import RAW_FORMATS, Job, Sample, SkeletonFileError
+from cli import cli_errors, flag_values, machine
+from readers import Job, RAW_FORMATS, Sample, SkeletonFileError, dataset_table
+from storage import atomic_files, run_folder, write_faults
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -72,7 +69,7 @@ def _reserve(path: str, final: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):       # a file system that cannot: as before
             return
-        runtime.raise_write_failure(exc, final, "nothing was replaced")
+        write_faults.raise_write_failure(exc, final, "nothing was replaced")
     except AttributeError:                                      # no posix_fallocate (not POSIX)
         return
 
@@ -82,13 +79,13 @@ def _open_data(path: str, final: str, shape: tuple):
     try:
         data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     except OSError as exc:
-        runtime.remove_quietly(path)
-        runtime.raise_write_failure(exc, final, "nothing was replaced")
+        atomic_files.remove_quietly(path)
+        write_faults.raise_write_failure(exc, final, "nothing was replaced")
     try:
         _reserve(path, final)
     except BaseException:
         del data
-        runtime.remove_quietly(path)
+        atomic_files.remove_quietly(path)
         raise
     return data
 
@@ -121,7 +118,7 @@ class _PartWriter:
         """Remove the temporary files (after an error)."""
         self.data = None
         for path in (self.tmp_data, self._temporary("label"), self._temporary("num_frame")):
-            runtime.remove_quietly(path)
+            atomic_files.remove_quietly(path)
 
     def finish(self) -> None:
         """Complete the three files under their temporary names (nothing is replaced yet)."""
@@ -149,8 +146,8 @@ class _PartWriter:
                     f.flush()
                     os.fsync(f.fileno())
             except OSError as exc:
-                runtime.remove_quietly(path)
-                runtime.raise_write_failure(exc, dataset.split_paths(self.folder, self.part)[kind])
+                atomic_files.remove_quietly(path)
+                write_faults.raise_write_failure(exc, dataset.split_paths(self.folder, self.part)[kind])
 
     def publish(self) -> str:
         """Rename the finished temporary files to their names (no disk space needed)."""
@@ -280,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"one sub-folder per benchmark")
         p.add_argument("--benchmarks", nargs="+", default=folders, choices=folders)
         p.add_argument("--workers", type=flag_values.worker_processes,
-                       default=max(1, min(8, runtime.usable_cores())),
+                       default=max(1, min(8, machine.usable_cores())),
                        help="processes parsing and normalising files (default: the usable cores, at most 8)")
         p.add_argument("--skip-bad", action="store_true",
                        help="log and skip malformed files instead of failing")

@@ -17,8 +17,8 @@ ends with the same weights and queues as an uninterrupted one.
 
 Layout (as DINO's train_dino): `prepare` = `make_config` (flags checked once and frozen) + `build_data`,
 `build_model`, `build_optimizer`, `wrap_for_training` (+ `restore` on --resume); `train` runs the epochs
-and `train_one_epoch` the steps. Shared with action_classification.py: training.py (schedule,
-checkpoints); the distributed details: runtime.py.
+and `train_one_epoch` the steps. Shared with action_classification.py: engine/training.py (schedule,
+checkpoints); the distributed details: cli/distributed.py.
 """
 from __future__ import annotations
 
@@ -35,19 +35,15 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-import augment
-import dataset_table
-import checkpoints
-import cli_errors
 import cmd_model
 import dataset
 import encoders
-import flag_values
-import resume_check
-import run_folder
-import runtime
-import training
-import training_monitor
+from augmentation import augment
+from cli import cli_errors, devices, distributed, flag_values, frozen_flags, machine, parallelism, seeding
+from engine import resume_check, training, training_monitor
+from engine.meters import DeviceMeters
+from readers import dataset_table
+from storage import atomic_files, checkpoints, run_folder
 
 # tensorboard tags of the released code (per epoch), plus 'loss' and 'lr'
 STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
@@ -165,9 +161,9 @@ def _add_our_flags(p) -> None:
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="read NaN/inf values in the data as 0 (with a warning counting them) instead of "
                         "refusing the data")
-    runtime.add_threads_argument(p)
+    parallelism.add_threads_argument(p)
     p.add_argument("--monitor-every", default=100, type=flag_values.count, metavar="STEPS",
-                   help="look at the query features (collapse, spread, validation 1-NN: training_monitor.py) "
+                   help="look at the query features (collapse, spread, validation 1-NN: engine/training_monitor.py) "
                         "after the first epoch that ends at least STEPS steps after the last look, and after "
                         "the last epoch; 0 = never. It changes nothing in the training")
     p.add_argument("--monitor-clips", default=200, type=flag_values.count, metavar="N",
@@ -223,8 +219,8 @@ class TrainResult:
 @dataclass(frozen=True)
 class Config:
     """The run's settings, made once by `make_config` after the flags are checked, never changed later."""
-    args: runtime.FrozenArgs        # the flags, with encoder, seed, log_dir and start_epoch resolved
-    dist: runtime.DistInfo
+    args: frozen_flags.FrozenArgs        # the flags, with encoder, seed, log_dir and start_epoch resolved
+    dist: distributed.DistInfo
     device: torch.device
     amp_dtype: torch.dtype | None   # what --amp autocasts to; None: float32
     encoder_config: object
@@ -276,7 +272,7 @@ def check_memory(args, encoder: str, encoder_config, device: torch.device, per_r
     needed = cmd_model.pretraining_bytes(encoder, encoder_config, args.contrast_dim, args.contrast_k,
                                          args.mlp, per_rank_batch)
     try:
-        runtime.check_memory(needed, device, f"CMD pretraining (six {encoder} encoders, three queues of "
+        machine.check_memory(needed, device, f"CMD pretraining (six {encoder} encoders, three queues of "
                                              f"{args.contrast_dim} x {args.contrast_k})",
                              "lower the encoder's sizes (--hidden-size, --gru-layers, ...), --contrast-k or "
                              "--contrast-dim")
@@ -297,7 +293,7 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
             run_folder.check_writable_folder(args.log_dir, "--log-dir")
         if resumes_here:
             read_log_records(os.path.join(args.checkpoint_path, "log.jsonl"))
-    amp_dtype = runtime.amp_dtype(device) if args.amp else None
+    amp_dtype = devices.amp_dtype(device) if args.amp else None
     if args.amp and amp_dtype is None:
         log(f"warning: --amp: {device} has no native bfloat16 (and float16 with a GradScaler needs CUDA); "
             f"training in float32")
@@ -314,9 +310,10 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
         seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
     # every rank must initialise the same model and use the same order
     done = args.start_epoch if checkpoint is None else int(checkpoint.get("epoch", 0))
-    frozen = runtime.FrozenArgs(args, encoder=encoder, seed=runtime.broadcast_int(seed, device),
+    frozen = frozen_flags.FrozenArgs(args, encoder=encoder, seed=distributed.broadcast_int(seed, device),
                                 log_dir=args.log_dir or args.checkpoint_path, start_epoch=done,
-                                workers=runtime.loader_workers(args.workers, args.threads, RELEASED_WORKERS))
+                                workers=parallelism.loader_workers(args.workers, args.threads,
+                                                                   RELEASED_WORKERS))
     identity = resume_check.run_identity(
         frozen, world_size=dist_info.world_size, data_folder=os.path.realpath(data_folder),
         encoder_config=encoders.config_record(encoder_config), code_version=resume_check.code_version())
@@ -367,7 +364,7 @@ def build_data(cfg: Config) -> Data:
     generator = torch.Generator()
     loader = DataLoader(train_set, batch_size=cfg.per_rank_batch, sampler=sampler, num_workers=a.workers,
                         pin_memory=cfg.device.type == "cuda", drop_last=True, generator=generator,
-                        persistent_workers=False, worker_init_fn=runtime.worker_init)
+                        persistent_workers=False, worker_init_fn=parallelism.worker_init)
     if len(loader) == 0:
         raise UsageError(f"{cfg.data_folder}: the training split has {len(split)} clips, fewer than one "
                          f"per-process batch of {cfg.per_rank_batch} (--batch-size {a.batch_size} over "
@@ -394,7 +391,7 @@ def monitor_split(cfg: Config, benchmark) -> dataset.SkeletonSplit | None:
 def build_model(cfg: Config) -> cmd_model.CMD:
     """The CMD model on the run's device, initialised from --seed (SyncBatchNorm under torchrun on CUDA)."""
     a = cfg.args
-    runtime.seed_everything(a.seed)
+    seeding.seed_everything(a.seed)
     try:
         model = cmd_model.CMD(encoder=a.encoder, encoder_config=cfg.encoder_config, dim=a.contrast_dim,
                               K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
@@ -447,11 +444,11 @@ class Training:
 
 def prepare(args) -> Training:
     """Process group, settings, data, model and optimiser, with the resumed checkpoint's state loaded."""
-    dist_info, device = runtime.init_distributed(args.device)
-    log = runtime.main_process_log(dist_info.is_main)
+    dist_info, device = distributed.init_distributed(args.device)
+    log = distributed.main_process_log(dist_info.is_main)
     store = training.RunCheckpoints(args.checkpoint_path, log)
     cfg, resume = make_config(args, dist_info, device, store, log)
-    runtime.set_threads(args.threads, cfg.args.workers, log=log)
+    parallelism.set_threads(args.threads, cfg.args.workers, log=log)
     data = build_data(cfg)
     model = build_model(cfg)
     optimizer, scaler = build_optimizer(cfg, model)
@@ -476,7 +473,7 @@ def restore(t: Training, log) -> None:
         restored.append("optimizer state")
     restored.append(f"epoch counter ({t.cfg.args.start_epoch} epochs done)")
     if "rng" in ckpt:
-        runtime.set_rng_state(ckpt["rng"])
+        seeding.set_rng_state(ckpt["rng"])
         restored.append("RNG states")
     if t.cfg.amp_dtype is not None and "scaler" in ckpt:
         t.scaler.load_state_dict(ckpt["scaler"])
@@ -501,7 +498,7 @@ def augment_generator(cfg: Config, epoch: int) -> torch.Generator | None:
     if not cfg.args.batch_augment:
         return None
     generator = torch.Generator(device=cfg.device)
-    generator.manual_seed(runtime.derived_seed(cfg.args.seed, epoch, cfg.dist.rank, 1))
+    generator.manual_seed(seeding.derived_seed(cfg.args.seed, epoch, cfg.dist.rank, 1))
     return generator
 
 
@@ -522,7 +519,7 @@ def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epo
     a = cfg.args
     train_model.train()
     generator = augment_generator(cfg, epoch)
-    meters = runtime.DeviceMeters(STAT_NAMES, cfg.device, no_step=len(data.loader))
+    meters = DeviceMeters(STAT_NAMES, cfg.device, no_step=len(data.loader))
     bar = tqdm(data.loader, desc=f"epoch {epoch}", total=len(data.loader), disable=not cfg.dist.is_main,
                dynamic_ncols=True, leave=False)
     start, means = time.perf_counter(), None
@@ -550,7 +547,7 @@ def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epo
     return record, meters.count
 
 
-def read_statistics(cfg: Config, data: Data, meters: runtime.DeviceMeters, epoch: int, step: int,
+def read_statistics(cfg: Config, data: Data, meters: DeviceMeters, epoch: int, step: int,
                     last_checkpoint: str | None, train_model: nn.Module | None = None) -> dict:
     """Global means over the epoch's steps so far (one host read); raises at a non-finite step, or when
     the updates so far made a weight, a queue or a statistic of the model non-finite (one more read)."""
@@ -634,7 +631,7 @@ class RunOutputs:
         self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch or None)
         log_path = os.path.join(a.checkpoint_path, "log.jsonl")
         _drop_records_from(log_path, a.start_epoch)
-        self.jsonl = runtime.JsonlLogger(log_path)
+        self.jsonl = atomic_files.JsonlLogger(log_path)
         if resume_changes:      # epoch: the last one done, so a later resume keeps this record
             self.jsonl.write({"epoch": a.start_epoch - 1, "event": "resume_allowed_changes",
                               "checkpoint": t.store.last, "changes": resume_changes})
@@ -656,19 +653,19 @@ class RunOutputs:
 
 def write_config(t: Training) -> None:
     cfg = t.cfg
-    config = dict(runtime.plain_args(cfg.args), world_size=cfg.dist.world_size,
+    config = dict(frozen_flags.plain_args(cfg.args), world_size=cfg.dist.world_size,
                   per_process_batch=cfg.per_rank_batch, device=str(cfg.device), data_folder=cfg.data_folder,
                   train_clips=len(t.data.train_set), steps_per_epoch=len(t.data.loader),
                   torch_version=torch.__version__, argv=sys.argv)
     config.update(t.model.encoder_record())
-    runtime.atomic_write_json(os.path.join(cfg.args.checkpoint_path, "config.json"), config)
+    atomic_files.atomic_write_json(os.path.join(cfg.args.checkpoint_path, "config.json"), config)
 
 
 def checkpoint_state(t: Training, epoch: int) -> dict:
     """What every checkpoint holds after `epoch` (0-based): the released keys, then ours."""
     state = {"epoch": epoch + 1, "state_dict": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-             **t.model.encoder_record(), "args": runtime.plain_args(t.cfg.args), "rng": runtime.rng_state(),
-             "run": t.cfg.identity}
+             **t.model.encoder_record(), "args": frozen_flags.plain_args(t.cfg.args),
+             "rng": seeding.rng_state(), "run": t.cfg.identity}
     if t.cfg.amp_dtype is not None:
         state["scaler"] = t.scaler.state_dict()
     return state
@@ -687,7 +684,7 @@ def start_epoch(t: Training, epoch: int) -> float:
     a = t.cfg.args
     t.data.sampler.set_epoch(epoch)
     t.data.train_set.set_epoch(epoch)
-    t.data.generator.manual_seed(runtime.derived_seed(a.seed, epoch, t.cfg.dist.rank, 0))
+    t.data.generator.manual_seed(seeding.derived_seed(a.seed, epoch, t.cfg.dist.rank, 0))
     lr = training.learning_rate(a.lr, epoch, a.schedule, a.epochs if a.cos else None)
     training.set_learning_rate(t.optimizer, lr)
     return lr
@@ -704,7 +701,7 @@ def build_monitor(t: Training) -> training_monitor.TrainingMonitor | None:
 
 def train(t: Training) -> TrainResult:
     """Epochs --start-epoch (or the resumed count) .. --epochs - 1, or until --max-steps steps."""
-    a, log = t.cfg.args, runtime.main_process_log(t.cfg.dist.is_main)
+    a, log = t.cfg.args, distributed.main_process_log(t.cfg.dist.is_main)
     if a.start_epoch >= a.epochs:
         log(f"=> nothing to do: {a.start_epoch} of {a.epochs} epochs already done")
         return TrainResult(t.model, a.start_epoch, 0, t.store.last)
@@ -774,7 +771,7 @@ def _drop_records_from(path: str, epoch: int) -> None:
         count = sum(1 for line in f if line.strip())
     kept = [line for record_epoch, line in read_log_records(path) if record_epoch < epoch]
     if len(kept) != count:
-        runtime.atomic_write_text(path, "".join(kept))
+        atomic_files.atomic_write_text(path, "".join(kept))
 
 
 def run(args) -> TrainResult:
@@ -807,7 +804,7 @@ def main(argv=None) -> int:
         print(f"{parser.prog}: error: {cli_errors.write_fault_message(exc)}", file=sys.stderr)
         return 2
     finally:
-        runtime.cleanup_distributed()
+        distributed.cleanup_distributed()
     return 0
 
 

@@ -1,6 +1,11 @@
-"""Raw readers: one module per raw format, each turning a dataset's download into clips of the on-disk
-format, with its checks. `RAW_FORMATS` maps the `raw_format` of a dataset_table entry to its reader;
-adding a dataset is its table entry, a reader here and its tests (docs/data.md, "Adding a dataset")."""
+"""Where the data comes from: the dataset table, one reader per raw format, the synthetic generator.
+
+Raw readers: one module per raw format, each turning a dataset's download into clips of the on-disk
+format, with its checks. `RAW_FORMATS` maps the `raw_format` of a dataset_table.py entry to its reader;
+adding a dataset is its table entry, a reader here and its tests (docs/data.md, "Adding a dataset").
+The table (`dataset_table.py`) and the procedural set (`synthetic.py`, raw NTU-format files that
+`synthetic_set.py` reads) sit here because they import nothing above the readers and only the commands
+and the evaluation read them."""
 from readers import ntu, nw_ucla, pku, synthetic_set
 from readers.common import Job, RawFormat, Sample, SkeletonFileError, to_fixed_length
 from readers.prenormalize import pre_normalize

@@ -11,10 +11,9 @@ import contextlib
 import json
 import os
 
-import run_folder
-import runtime
 from readers.common import Job, RawFormat
 from readers.ntu import _read_ntu, ntu_jobs
+from storage import atomic_files, run_folder
 
 MANIFEST = "synthetic_manifest.json"
 GENERATOR = "prepare_data.py synthetic"
@@ -63,7 +62,7 @@ class GenerationRecord:
                                  f"--raw-dir, or move the file away")
 
     def _write(self) -> None:
-        runtime.atomic_write_json(self.path, {"generator": GENERATOR, "files": self.files})
+        atomic_files.atomic_write_json(self.path, {"generator": GENERATOR, "files": self.files})
 
     def begin(self, names) -> None:
         """Record `names` as planned before the first file is written (an interrupted generation leaves
@@ -85,8 +84,8 @@ class GenerationRecord:
 
 
 def _synthetic_arguments(p, entry) -> None:
-    import flag_values  # noqa: PLC0415
-    import synthetic  # noqa: PLC0415
+    from cli import flag_values  # noqa: PLC0415
+    from readers import synthetic  # noqa: PLC0415
     p.add_argument("--raw-dir", default=None,
                    help="where the generated .skeleton files go (default <out>/raw); files that an earlier "
                         "generation did not record there are never overwritten")
@@ -97,7 +96,7 @@ def _synthetic_arguments(p, entry) -> None:
 
 def _synthetic_jobs(args, entry, rules: dict, out: str) -> list[Job]:
     """Generate the built-in dataset's .skeleton files (recorded in MANIFEST), then read them as NTU files."""
-    import synthetic  # noqa: PLC0415
+    from readers import synthetic  # noqa: PLC0415
     raw_dir = args.raw_dir or os.path.join(out, "raw")
     planned = synthetic.clip_names(args.num_clips, args.seed)
     inside_out = os.path.commonpath([os.path.abspath(raw_dir), os.path.abspath(out)]) == os.path.abspath(out)

@@ -27,7 +27,8 @@ checkpoint_of() {  # DIR DATASET -> DIR/$CHECKPOINT when set, else the newest ch
     local dir=$1 newest="" code=$(cd "$HERE/.." && pwd)
     if [ -n "${CHECKPOINT:-}" ]; then echo "$dir/$CHECKPOINT"; return; fi
     if [ -d "$dir" ]; then
-        newest=$(PYTHONPATH="$code${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys, checkpoints
+        newest=$(PYTHONPATH="$code${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys
+from storage import checkpoints
 print(checkpoints.find_latest_checkpoint(sys.argv[1]) or "")' "$dir")
     fi
     if [ -n "$newest" ]; then

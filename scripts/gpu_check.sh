@@ -177,10 +177,10 @@ import sys
 import torch
 import torch.distributed as dist
 
-import runtime
+from cli import distributed
 
 backend = sys.argv[1]
-info, device = runtime.init_distributed("cuda" if backend == "nccl" else "cpu")
+info, device = distributed.init_distributed("cuda" if backend == "nccl" else "cpu")
 if not dist.is_initialized():
     dist.init_process_group(backend=backend)
 t = torch.ones(3, device=device)

@@ -26,15 +26,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import cli_errors  # noqa: E402
 import dataset  # noqa: E402
-import dataset_table  # noqa: E402
 import draw_skeleton  # noqa: E402
 import graph  # noqa: E402
 import prepare_data  # noqa: E402
-import run_folder  # noqa: E402
-import synthetic  # noqa: E402
-from readers import nw_ucla, ntu  # noqa: E402
+from cli import cli_errors  # noqa: E402
+from readers import dataset_table, ntu, nw_ucla, synthetic  # noqa: E402
+from storage import run_folder  # noqa: E402
 
 # synthetic class -> the NW-UCLA action it most resembles (the others are not written)
 NW_UCLA_ACTION_OF_CLASS = {

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import action_classification as ac
-import checkpoints
 import cmd_model
 import dataset
 import evaluation
-import training
+from engine import training
+from storage import checkpoints
 from helpers import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
                      released_state_dict, write_benchmark, write_released_checkpoint)
 

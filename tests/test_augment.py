@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
-import augment as D
+from augmentation import augment as D
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -16,14 +16,13 @@ import pytest
 import torch
 
 import action_classification as ac
-import checkpoints
-import cli_errors
 import dataset
 import knn_eval
 import prepare_data
-import readers
 import pretrain_cmd
-import run_folder
+import readers
+from cli import cli_errors
+from storage import checkpoints, run_folder
 from helpers import (cli, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
                      write_benchmark, write_released_checkpoint, write_split)
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bigru
 import cmd_model
 from cmd_model import BiGRUEncoder, StepwiseGRU
+from encoders import bigru
 
 
 def close(actual, expected, rel=1e-5, name=""):

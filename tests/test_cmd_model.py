@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-import checkpoints
 import cmd_model
-from cmd_model import CMD, BiGRUEncoder, CMDClassifier
+from cmd_model import BiGRUEncoder, CMD, CMDClassifier
 from helpers import run_two_processes
+from storage import checkpoints
 
 H, T, N = 32, 12, 4
 SPEC_PAIRS_1BASED = [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),

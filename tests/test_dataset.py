@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import augment
-import dataset_table as B
 import dataset as D
+from augmentation import augment
+from readers import dataset_table as B
 
 
 def write_split(folder, part, n=6, num_t=300, labels=None, dtype=np.float32, seed=0):
@@ -34,7 +34,7 @@ def test_registry_maps_every_pair_to_its_folder():
                 ("pku_v2", "cross_view"): ("pku_v2/xview", 41),
                 ("synthetic", "cross_subject"): ("synthetic/xsub", None),
                 ("synthetic", "cross_view"): ("synthetic/xview", None)}
-    import synthetic
+    from readers import synthetic
     for (dataset, protocol), (folder, num_class) in expected.items():
         bench = B.resolve_benchmark(dataset, protocol, "/data")
         assert bench.folder == os.path.join("/data", folder)

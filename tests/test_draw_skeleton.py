@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
-import cli_errors  # noqa: E402
 import dataset  # noqa: E402
 import draw_skeleton  # noqa: E402
 import graph  # noqa: E402
 import prepare_data  # noqa: E402
-from augment import augment_pretrain  # noqa: E402
+from augmentation.augment import augment_pretrain  # noqa: E402
+from cli import cli_errors  # noqa: E402
 from helpers import write_benchmark  # noqa: E402
 from readers import nw_ucla  # noqa: E402
 
@@ -250,7 +250,7 @@ def test_nw_ucla_clip_from_the_reader_stands_upright_with_its_left_at_minus_x(nw
 
 
 def test_layout_pictures_writes_nw_ucla_files_from_synthetic_clips(tmp_path):
-    import synthetic
+    from readers import synthetic
     names = synthetic.generate(str(tmp_path / "raw"), num_clips=45, seed=0)
     written = layout_pictures.write_as_nw_ucla(str(tmp_path / "raw"), str(tmp_path / "json"))
     assert written

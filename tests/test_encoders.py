@@ -12,13 +12,13 @@ import torch
 import torch.nn as nn
 
 import action_classification
-import checkpoints
 import cmd_model
 import encoders
 import evaluation
 import knn_eval
 import pretrain_cmd
-import stgcn
+from encoders import stgcn
+from storage import checkpoints
 
 
 # --- the example of docs/model.md: one class and one registry line make a third encoder -----------------
@@ -290,7 +290,7 @@ def test_a_true_bidirectional_gru_is_recorded_and_rebuilt_from_the_record():
 def test_stgcn_initialisations():
     """'contrastive': convolutions N(0, 0.02) with zero bias, BatchNorm weights N(1, 0.02); 'pytorch': the
     layers' own defaults (a convolution uniform in +-1/sqrt(fan_in), so std 1/sqrt(3 fan_in))."""
-    import stgcn
+    from encoders import stgcn
     torch.manual_seed(0)
     sizes = dict(base_channels=16, hidden_size=32)
     contrastive = stgcn.STGCNEncoder(8, **sizes)

@@ -10,10 +10,10 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 import cmd_model
-import augment
 import dataset
 import knn_eval
-import reports
+from augmentation import augment
+from reporting import reports
 from helpers import (HIDDEN, NUM_CLASS, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
                      released_state_dict, write_benchmark, write_released_checkpoint)
 

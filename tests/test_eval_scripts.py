@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-import reports
 from helpers import write_benchmark
+from reporting import reports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,7 +14,7 @@ import evaluation
 import knn_eval
 import prepare_data
 import pretrain_cmd
-import runtime
+from cli import parallelism
 from helpers import one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
 
 
@@ -39,14 +39,14 @@ def cores(monkeypatch):
 ])
 def test_default_workers_fit_the_usable_cores(cores, n, threads, pretrain, evaluate):
     cores(n)
-    assert runtime.default_workers(pretrain_cmd.RELEASED_WORKERS, threads) == pretrain
-    assert runtime.default_workers(evaluation.RELEASED_WORKERS, threads) == evaluate
+    assert parallelism.default_workers(pretrain_cmd.RELEASED_WORKERS, threads) == pretrain
+    assert parallelism.default_workers(evaluation.RELEASED_WORKERS, threads) == evaluate
 
 
 def test_omp_num_threads_counts_as_the_threads_taken(cores, monkeypatch):
     cores(4)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert runtime.default_workers(8) == 1
+    assert parallelism.default_workers(8) == 1
 
 
 def test_every_cli_resolves_its_default_from_the_machine(cores, tmp_path):
@@ -57,8 +57,8 @@ def test_every_cli_resolves_its_default_from_the_machine(cores, tmp_path):
     args = knn_eval.build_parser().parse_args(argv)
     assert args.workers is None and evaluation.loader_workers(args) == 1
     args = pretrain_cmd.build_parser().parse_args(["--device", "cpu"])
-    assert args.workers is None and runtime.loader_workers(args.workers, args.threads, 8) == 1
-    assert runtime.loader_workers(5, 0, 8) == 5                          # -j as given
+    assert args.workers is None and parallelism.loader_workers(args.workers, args.threads, 8) == 1
+    assert parallelism.loader_workers(5, 0, 8) == 5                          # -j as given
     sub = prepare_data.build_parser().parse_args(["synthetic"])
     assert sub.workers == 2
 
@@ -72,7 +72,7 @@ def test_no_dataloader_warning_with_the_default_workers_on_two_cores(cores, tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loader = evaluation.make_loader(split, train=False, batch_size=2, device=device, shuffle=False,
-                                        workers=runtime.default_workers(evaluation.RELEASED_WORKERS))
+                                        workers=parallelism.default_workers(evaluation.RELEASED_WORKERS))
         loader.check_worker_number_rationality()
     with pytest.warns(UserWarning, match="worker processes in total"):
         evaluation.make_loader(split, train=False, batch_size=2, workers=4, device=device,

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import dataset_table
-import checkpoints
 import cmd_model
 import dataset
 import graph
 import knn_eval
 import prepare_data
-import readers
 import pretrain_cmd
+import readers
+from readers import dataset_table
+from storage import checkpoints
 
 # a 5-joint stick figure: hip (centre), chest, head, left hand, right hand
 TOY_LAYOUT = graph.Layout("toy5", ("hip", "chest", "head", "left_hand", "right_hand"),

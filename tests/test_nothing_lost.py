@@ -20,13 +20,11 @@ import pytest
 import torch
 
 import action_classification as ac
-import checkpoints
 import knn_eval
 import prepare_data
 import pretrain_cmd
-import run_folder
-import runtime
-import synthetic
+from readers import synthetic
+from storage import checkpoints, run_folder, write_faults
 from conftest import SHARED_DATA
 from helpers import (cli, common_argv, one_torch_thread,  # noqa: F401  (autouse fixture)
                      released_state_dict, write_benchmark, write_released_checkpoint, write_split)
@@ -376,7 +374,7 @@ def test_disk_full_while_taking_a_lock_leaves_no_lock_and_an_empty_lock_is_named
     folder = tmp_path / "run"
     folder.mkdir()
     monkeypatch.setattr(json, "dump", disk_full)
-    with pytest.raises(runtime.WriteFailed, match="disk full while writing .*/run/.lock; no lock"):
+    with pytest.raises(write_faults.WriteFailed, match="disk full while writing .*/run/.lock; no lock"):
         run_folder.FolderLock(str(folder)).acquire()
     assert os.listdir(folder) == []
     monkeypatch.undo()

@@ -14,15 +14,15 @@ import pytest
 import torch
 
 import dataset
-import dataset_table
 import graph
 import knn_eval
 import prepare_data
 import pretrain_cmd
+from readers import dataset_table
 from conftest import shared_path
 from helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from readers import nw_ucla
-from released_reference import loop_pre_normalization
+from reference.released_reference import loop_pre_normalization
 
 ACTIONS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +166,7 @@ def test_a_missing_folder_names_it(tmp_path, capsys):
 
 
 def _run_prepare(argv):
-    import cli_errors
+    from cli import cli_errors
     return cli_errors.run_main(prepare_data.main, argv)
 
 

@@ -9,9 +9,9 @@ import pytest
 
 import prepare_data as P
 import readers as R
-from readers import ntu as N, pku as K
-from released_reference import loop_fixed_length, loop_pipeline, loop_pre_normalization, loop_read_xyz
 from dataset import load_split
+from readers import ntu as N, pku as K
+from reference.released_reference import loop_fixed_length, loop_pipeline, loop_pre_normalization, loop_read_xyz
 
 NTU_SAMPLES = ["S001C001P001R001A001", "S001C001P001R001A002", "S001C001P001R001A003", "S001C001P001R001A004",
                "S001C001P001R001A005", "S001C001P001R001A011", "S001C003P008R002A058", "S002C001P003R001A003",

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoints
 import cmd_model
 import pretrain_cmd
-import training
+from engine import training
 from helpers import N_CLIPS, TINY, cli, load, read_jsonl, sha256, write_split
+from storage import checkpoints
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -313,11 +313,12 @@ def test_torchrun_two_processes_keep_equal_queues(data_dir, tmp_path):
         sys.path.insert(0, {REPO_ROOT!r})
         import torch
         torch.set_num_threads(1)
-        import pretrain_cmd, runtime
+        import pretrain_cmd
+        from cli import distributed
         result = pretrain_cmd.run(pretrain_cmd.build_parser().parse_args(sys.argv[1:]))
         queues = {{k: v for k, v in result.model.state_dict().items() if k.startswith("queue")}}
         torch.save(queues, os.path.join({str(out)!r}, "queues_rank%s.pt" % os.environ["RANK"]))
-        runtime.cleanup_distributed()
+        distributed.cleanup_distributed()
     """))
     ck = str(tmp_path / "ck")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -382,7 +383,7 @@ def test_benchmark_scripts_pass_the_released_recipe(tmp_path):
 
 
 def dataset_folder(args):
-    import dataset_table
+    from readers import dataset_table
     return dataset_table.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
 
 
@@ -508,10 +509,10 @@ def test_amp_bfloat16_close_to_float32_for_a_few_steps(data_dir, tmp_path, monke
     """--amp with bfloat16 autocast (forced on this CPU) against float32 from the same seed: bfloat16 keeps
     8 significant bits (relative rounding 2^-8 = 0.4%), so after 2 SGD steps the per-epoch loss statistics
     agree to 3% of their size and the weights stay float32."""
-    import runtime
+    from cli import devices
     records = {}
     for amp in (False, True):
-        monkeypatch.setattr(runtime, "amp_dtype", lambda device: torch.bfloat16)
+        monkeypatch.setattr(devices, "amp_dtype", lambda device: torch.bfloat16)
         ck = str(tmp_path / f"ck{amp}")
         args = pretrain_cmd.build_parser().parse_args(cli(data_dir, ck, "--epochs", "1", "--threads", "1",
                                                           *(["--amp"] if amp else [])))

@@ -9,15 +9,15 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 import action_classification
-import augment
 import cmd_model
 import dataset
 import evaluation
 import graph
 import knn_eval
 import pretrain_cmd
-import training_monitor
+from augmentation import augment
 from conftest import shared_path
+from engine import training_monitor
 from helpers import common_argv, write_benchmark
 
 NW_UCLA = shared_path("nw_ucla", "all_sqe")

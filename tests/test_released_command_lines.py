@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import action_classification as ac
-import checkpoints
 import cmd_model
 import knn_eval
 import pretrain_cmd
 from helpers import one_torch_thread, write_benchmark  # noqa: F401  (autouse fixture)
+from storage import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CKPT = "./checkpoints/ntu60_xsub/checkpoint_0450.pth.tar"

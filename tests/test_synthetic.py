@@ -7,11 +7,11 @@ import re
 
 import numpy as np
 
-import dataset_table
 import prepare_data as P
 import readers
-import synthetic as S
 from dataset import load_split
+from readers import dataset_table
+from readers import synthetic as S
 
 NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\.skeleton$")
 

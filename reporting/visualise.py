@@ -10,8 +10,7 @@ import tempfile
 import numpy as np
 import torch
 
-import run_folder
-import runtime
+from storage import atomic_files, run_folder, write_faults
 
 PROJECTOR_CONFIG = "projector_config.pbtxt"      # what marks a folder as holding projector data
 
@@ -54,7 +53,7 @@ def write_tb_embedding(logdir: str, features: np.ndarray, labels: np.ndarray, ta
                  for root, _, names in os.walk(tmp) for name in names]
         run_folder.publish_files(pairs, overwrite, "--tb-embedding")
     except OSError as exc:
-        runtime.raise_write_failure(exc, logdir)
+        write_faults.raise_write_failure(exc, logdir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -89,7 +88,7 @@ def plot_tsne(path: str, features: np.ndarray, labels: np.ndarray, seed: int | N
     ax.set_yticks([])
     ax.set_title(title or f"t-SNE of {n} test features, {len(classes)} classes")
     try:
-        with runtime.atomic_open(path, "wb", exclusive=not overwrite) as f:
+        with atomic_files.atomic_open(path, "wb", exclusive=not overwrite) as f:
             fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     except FileExistsError:
         raise run_folder.RunFolderError(f"--tsne {path} appeared while this run worked (written by another "

@@ -16,22 +16,33 @@ import os
 PRETRAIN_FIELDS = ("pre_dataset", "protocol", "data_folder", "encoder", "encoder_config", "hidden_size",
                    "mlp", "contrast_dim", "contrast_k", "contrast_m", "contrast_t", "teacher_t", "student_t",
                    "cmd_weight", "topk", "batch_size", "world_size", "epochs", "schedule", "cos", "lr",
-                   "momentum", "weight_decay", "seed", "batch_augment", "shuffle_bn", "window", "aug_crop_min", "aug_corrupt_prob",
-                   "aug_shear_prob", "aug_shear", "aug_rotate", "aug_noise", "code_version")
-REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+                   "momentum", "weight_decay", "seed", "batch_augment", "shuffle_bn", "window", "aug_crop_min",
+                   "aug_corrupt_prob", "aug_shear_prob", "aug_shear", "aug_rotate", "aug_noise", "code_version")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ResumeMismatch(ValueError):
     """The checkpoint to resume was written by a run with other settings (a user error: exit status 2)."""
 
 
+def source_files(root: str = REPO_ROOT) -> list[str]:
+    """The project's Python sources: the top level's and those of every package folder (a folder with an
+    `__init__.py`: encoders/, readers/, cli/, storage/, engine/, ...), at any depth."""
+    sources = glob.glob(os.path.join(glob.escape(root), "*.py"))
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        if folder != root and "__init__.py" in files:
+            sources += [os.path.join(folder, f) for f in files if f.endswith(".py")]
+        elif folder != root:
+            dirs[:] = []
+    return sorted(sources)
+
+
 def code_version() -> str:
-    """sha256 (first 16 hex digits) of the repository's Python sources (top level and readers/): changes
-    with any code change."""
+    """sha256 (first 16 hex digits) of the repository's Python sources (`source_files`): changes with any
+    code change."""
     h = hashlib.sha256()
-    root = glob.escape(REPO_ROOT)
-    sources = glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "readers", "*.py"))
-    for path in sorted(sources):
+    for path in source_files():
         h.update(os.path.relpath(path, REPO_ROOT).encode() + b"\0")
         with open(path, "rb") as f:
             h.update(f.read())

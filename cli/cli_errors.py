@@ -9,12 +9,12 @@ import argparse
 import os
 import sys
 
-import runtime
+from storage import write_faults
 
 # what set-up code raises for bad input (messages name the value or file and what was expected), and
-# runtime.WriteFailed: a disk or device fault while writing (the message says what was kept)
+# write_faults.WriteFailed: a disk or device fault while writing (the message says what was kept)
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError, runtime.WriteFailed)
+               PermissionError, write_faults.WriteFailed)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -33,7 +33,7 @@ class RunStopped(Exception):
 def write_fault_message(exc: OSError) -> str | None:
     """The one line for a disk or device fault that reached the top without a WriteFailed (None for any
     other error)."""
-    failure = runtime.write_failure(exc, exc.filename or "a file", "files written before are kept")
+    failure = write_faults.write_failure(exc, exc.filename or "a file", "files written before are kept")
     return None if failure is None else message(failure)
 
 

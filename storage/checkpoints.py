@@ -2,7 +2,7 @@
 
 Released CMD checkpoints (`checkpoint_0450.pth.tar`) hold `{'epoch', 'state_dict', 'optimizer'}` with
 the key names of SPEC.md sections 2-3, prefixed by `module.` when saved from DDP. Ours add `args`
-(a plain dict), `rng` (see runtime.rng_state) and the encoder record `{"encoder": name, "encoder_config":
+(a plain dict), `rng` (see cli/seeding.py) and the encoder record `{"encoder": name, "encoder_config":
 {...}}` (cmd_model.encoder_record) from which evaluation rebuilds the model; they stay loadable with
 `weights_only=True`.
 
@@ -22,7 +22,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-import runtime
+from storage import atomic_files
 
 CHECKPOINT_PATTERN = "checkpoint_{epoch:04d}.pth.tar"
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
@@ -65,7 +65,7 @@ def atomic_save(obj, path: str) -> None:
     A dict gets its `tensor_sha256` digest recorded (see `state_digest`)."""
     if isinstance(obj, dict):
         obj = dict(obj, **{DIGEST_KEY: state_digest(obj)})
-    with runtime.atomic_open(path, "wb") as f:
+    with atomic_files.atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import cmd_model
-from augment import center_crop_resize
+from augmentation.augment import center_crop_resize
 
 COLLAPSE_COS = 0.9         # a mean pairwise cosine above this: the features have (nearly) collapsed
 

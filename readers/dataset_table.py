@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 import graph
-import synthetic
+from readers import synthetic
 
 CUSTOM = "custom"     # not an entry: any prepared folder (--data-dir), NTU layout, classes from the labels
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 
-import runtime
+from cli import machine
 
 SEED_LIMIT = 2 ** 32          # numpy's global seed range
 
@@ -90,7 +90,7 @@ def seed(text: str) -> int:
 def max_processes() -> int:
     """The most loader workers or threads a flag may ask for: 4 per usable core, at least 32. More only
     waits for a core (or, for a huge count, never finishes starting)."""
-    return max(32, 4 * runtime.usable_cores())
+    return max(32, 4 * machine.usable_cores())
 
 
 def _bounded(text: str, low: int) -> int:
@@ -98,7 +98,7 @@ def _bounded(text: str, low: int) -> int:
     limit = max_processes()
     if not low <= value <= limit:
         raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {limit}] (this machine has "
-                                         f"{runtime.usable_cores()} usable cores; at most 4 processes "
+                                         f"{machine.usable_cores()} usable cores; at most 4 processes "
                                          f"per core, or 32), got {text!r}")
     return value
 

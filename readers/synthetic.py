@@ -20,7 +20,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-import runtime
+from storage import atomic_files
 
 CLASS_NAMES = (
     "wave right hand", "raise both hands", "reach forward (left hand)", "punch",
@@ -474,7 +474,7 @@ def _write_skeleton(out_dir: str, name: str, views: list[np.ndarray], rng: np.ra
             chunks.append(info.format(body_id, rng.normal(0, 0.05), rng.normal(0, 0.05)))
             chunks.append("25\n")
             chunks.append(joints)
-    with runtime.atomic_open(os.path.join(out_dir, name + ".skeleton")) as f:
+    with atomic_files.atomic_open(os.path.join(out_dir, name + ".skeleton")) as f:
         f.write("".join(chunks))
     return name
 

@@ -9,8 +9,8 @@ import os
 
 import torch
 
-import checkpoints
-import resume_check
+from engine import resume_check
+from storage import checkpoints
 
 
 def learning_rate(base_lr: float, epoch: int, milestones, cos_epochs: int | None = None) -> float:

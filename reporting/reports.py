@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 import cmd_model
-import run_folder
-import runtime
+from cli import frozen_flags
+from storage import atomic_files, run_folder
 
 
 def results_record(args, benchmark, source, model_config: dict, protocol_name: str,
@@ -43,7 +43,7 @@ def results_record(args, benchmark, source, model_config: dict, protocol_name: s
         "time": {"started": _iso(started), "finished": _iso(finished),
                  "seconds": round(finished - started, 3)},
         "environment": {"torch": torch.__version__, "python": platform.python_version()},
-        "args": runtime.plain_args(args),
+        "args": frozen_flags.plain_args(args),
     }
     record.update(extra or {})
     return record
@@ -100,7 +100,7 @@ def _write_new(stem: str, record: dict, start: int = 1) -> str:
         if os.path.exists(path):
             continue
         try:
-            runtime.atomic_write_json(path, record, exclusive=True)
+            atomic_files.atomic_write_json(path, record, exclusive=True)
             return path
         except FileExistsError:
             continue
@@ -113,10 +113,10 @@ def write_results_file(output: str | None, record: dict, overwrite: bool = False
     if output is None:
         return _write_new(_default_stem(record), record)
     if overwrite:
-        runtime.atomic_write_json(output, record)
+        atomic_files.atomic_write_json(output, record)
         return output
     try:
-        runtime.atomic_write_json(output, record, exclusive=True)
+        atomic_files.atomic_write_json(output, record, exclusive=True)
         return output
     except FileExistsError:
         stem = output[:-len(".json")] if output.endswith(".json") else output

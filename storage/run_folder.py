@@ -25,6 +25,8 @@ import os
 import socket
 import time
 
+from storage import write_faults
+
 LOCK_NAME = ".lock"
 # what marks a folder as holding a run: checkpoints of pretraining or of action_classification.py
 RUN_MARKERS = ("checkpoint_*.pth.tar", "model_best.pth.tar")
@@ -122,8 +124,7 @@ class FolderLock:
             except OSError as exc:      # e.g. a full disk: no empty lock may stay behind
                 with contextlib.suppress(OSError):
                     os.remove(self.path)
-                import runtime  # noqa: PLC0415  (runtime imports this module)
-                runtime.raise_write_failure(exc, self.path, "no lock was taken")
+                write_faults.raise_write_failure(exc, self.path, "no lock was taken")
             self.held = True
             atexit.register(self.release)
             return

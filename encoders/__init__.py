@@ -1,4 +1,6 @@
-"""The encoder contract: what every encoder of the CMD model is, and how its settings travel.
+"""The encoders: their contract (here), the fast BiGRU layers (bigru.py) and ST-GCN (stgcn.py).
+
+The encoder contract: what every encoder of the CMD model is, and how its settings travel.
 
 An encoder is one `Encoder` subclass with
 - `Config`: a dataclass of its sizes and options, each default written there and nowhere else;

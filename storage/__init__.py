@@ -1,0 +1,1 @@
+"""Files written whole or not at all, run folders never overwritten by accident, checkpoint files."""
