@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import bigru
 import cli_errors
 import evaluation
 import flag_values
@@ -163,6 +164,7 @@ def main(argv=None) -> dict:
         source = evaluation.load_pretrained_source(args.pretrained)
         model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device,
                                                           train_split)
+    gru_check = bigru.check_model(model, device)            # before the features are computed (CUDA)
     model.eval()
 
     train_loader = evaluation.make_loader(train_split, train=False, batch_size=args.batch_size,
@@ -187,7 +189,8 @@ def main(argv=None) -> dict:
     record = reports.results_record(
         args, benchmark, source, model_info, protocol_name="knn", metrics=metrics, epochs=0,
         started=started, extra={"knn_neighbours": sorted(set(args.knn_neighbours)),
-                                "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel())})
+                                "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel()),
+                                **({} if gru_check is None else {"gru_self_check": gru_check})})
     columns = [(f"top-1 (k={k})", metrics[f"top1_k{k}"]) for k in sorted(preds)]
     reports.report(args.output, record, columns, args.overwrite)
     return record
