@@ -31,6 +31,7 @@ from tqdm import tqdm
 import dataset
 import evaluation
 from cli import cli_errors, flag_values, frozen_flags, seeding
+from encoders import bigru
 from engine import meters, resume_check, training
 from readers import dataset_table
 from reporting import reports, visualise
@@ -40,6 +41,8 @@ from storage import run_folder
 _RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
                       "encoder", "hidden_size", "lr", "batch_size", "epochs", "schedule", "momentum",
                       "weight_decay", "seed", "subset_seed")
+# the fields the saved classifier's shape depends on: a resume cannot allow them to change
+_RESUME_FIXED = ("view", "encoder", "hidden_size")
 SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross_subject_semi, cross_view_semi
 
 
@@ -141,9 +144,11 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> dict:
 
 
 def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int,
-                    lr: float | None = None) -> dict:
-    """One epoch; stops (cli_errors.RunStopped) at a non-finite loss, read every step, or when the epoch
-    left non-finite weights, before anything of it is evaluated or saved."""
+                    lr: float | None = None, guard: training.DivergenceCheck | None = None) -> dict:
+    """One epoch; stops (cli_errors.RunStopped) at a non-finite or diverging loss (training.DivergenceCheck,
+    `guard` kept over the run), read every step, or when the epoch left non-finite weights or weights
+    beyond any sane scale, before anything of it is evaluated or saved."""
+    guard = guard or training.DivergenceCheck()
     model.train(not linear)       # linear evaluation: the whole model stays in eval mode
     criterion = nn.CrossEntropyLoss()
     loss_meter, top1_meter = meters.AverageMeter("loss"), meters.AverageMeter("top1")
@@ -160,12 +165,18 @@ def train_one_epoch(model, loader, optimizer, device, linear: bool, epoch: int,
         loss_meter.update(loss.item(), len(y))
         if not np.isfinite(loss_meter.val):
             raise diverged(f"non-finite loss {loss_meter.val} at epoch {epoch + 1}, step {step}", lr)
+        growth = guard.loss(loss_meter.val)
+        if growth is not None:
+            raise diverged(f"diverging loss at epoch {epoch + 1}, step {step}: {growth}", lr)
         top1_meter.update(100.0 * topk_correct(fused.detach(), y, (1,))[1] / len(y), len(y))
         bar.set_postfix(loss=f"{loss_meter.avg:.4f}", top1=f"{top1_meter.avg:.1f}")
     bad = training.nonfinite_tensors(model)
     if bad:
         raise diverged(f"non-finite weights after epoch {epoch + 1} ({', '.join(bad[:3])}"
                        f"{' ...' if len(bad) > 3 else ''})", lr)
+    scale = guard.weights(model)
+    if scale is not None:
+        raise diverged(f"diverging weights after epoch {epoch + 1} (its last step {step}): {scale}", lr)
     return {"loss": loss_meter.avg, "train_top1": top1_meter.avg}
 
 
@@ -241,12 +252,25 @@ def run_identity(cfg, source) -> dict:
 
 def resume(cfg, store: training.RunCheckpoints, identity: dict, model, optimizer,
            progress: Progress) -> None:
-    """Continue the run --resume names (a file, or a run folder's newest checkpoint that verifies)."""
+    """Continue the run --resume names (a file, or a run folder's newest checkpoint that verifies);
+    `--resume auto` with nothing to resume starts from scratch, saying so (as pretrain_cmd.py)."""
     path = store.locate(cfg.resume)
+    if path is None:
+        where = (f"no checkpoint in {cfg.checkpoint_path}" if cfg.checkpoint_path
+                 else "no run folder (--checkpoint-path not given)")
+        print(f"=> --resume auto: {where}, starting from scratch")
+        return
     state = store.load(path)
+    check_evaluation_checkpoint(state, path)
     progress.resume_changes = store.check(state, f"--resume {path}", identity, cfg.resume_allow_changes,
-                                          model.encoder_record())
-    model.load_state_dict(state["state_dict"], strict=True)
+                                          model.encoder_record(), fixed=_RESUME_FIXED)
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"--resume {path}: its weights do not fit this classifier "
+                         f"({' '.join(first[1:2] or first[:1])[:300]}); resume with the run's own settings, "
+                         f"or start a new run in another --checkpoint-path") from None
     optimizer.load_state_dict(state["optimizer"])
     progress.start_epoch, progress.best = int(state["epoch"]), state.get("best")
     progress.history = list(state.get("history", []))
@@ -260,8 +284,20 @@ def resume(cfg, store: training.RunCheckpoints, identity: dict, model, optimizer
                     for c in progress.resume_changes))
 
 
+def check_evaluation_checkpoint(state: dict, path: str) -> None:
+    """--resume continues an evaluation run: a pretraining checkpoint (ours or a released one) is what
+    --pretrained takes, and is refused here with that advice."""
+    run = state.get("run") if isinstance(state.get("run"), dict) else {}
+    weights = state.get("state_dict") if isinstance(state.get("state_dict"), dict) else {}
+    if "pre_dataset" in run or any(k.split(".")[-1].startswith("queue") for k in weights):
+        raise ValueError(f"--resume {path} is a pretraining checkpoint, not one of an evaluation run; give "
+                         f"it as --pretrained {path} and leave out --resume (an evaluation resumes from the "
+                         f"checkpoint_last.pth.tar of its own --checkpoint-path)")
+
+
 def build_loaders(cfg, train_split, test_split, train_indices, device, window: int):
     """(training loader over the labelled subset, test loader), clips resized to `window` frames."""
+
     train_loader = evaluation.make_loader(train_split, train=True, batch_size=cfg.batch_size,
                                           workers=cfg.workers, device=device, shuffle=True,
                                           indices=train_indices, seed=cfg.seed, window=window)
@@ -276,12 +312,12 @@ def fit(cfg, model, optimizer, loaders, device, progress: Progress, store: train
     train_loader, test_loader = loaders
     linear = not cfg.finetune
     snapshot = frozen_snapshot(model) if linear else None
-    last = None
+    last, guard = None, training.DivergenceCheck()
     for epoch in range(progress.start_epoch, cfg.epochs):
         lr = training.learning_rate(cfg.lr, epoch, cfg.schedule)
         training.set_learning_rate(optimizer, lr)
         train_loader.dataset.set_epoch(epoch)
-        stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch, cfg.lr)
+        stats = train_one_epoch(model, train_loader, optimizer, device, linear, epoch, cfg.lr, guard)
         entry = {"epoch": epoch + 1, "lr": lr, **stats}
         if snapshot is not None and epoch == progress.start_epoch:
             sanity_check(model, snapshot)
@@ -332,6 +368,8 @@ def write_results(cfg, run: dict, progress: Progress, last: dict, started: float
                  "class_balanced": cfg.class_balanced, "size": int(len(indices)),
                  "indices_sha256": indices_digest(indices)},
              "resume_allowed_changes": progress.resume_changes}
+    if run.get("gru_self_check") is not None:
+        extra["gru_self_check"] = run["gru_self_check"]
     record = reports.results_record(cfg, run["benchmark"], run["source"], run["model_config"], run["mode"],
                                     metrics, cfg.epochs, started, extra)
     columns = [("top-1 (last)", last["top1"]), ("top-5 (last)", last["top5"]),
@@ -350,6 +388,7 @@ def main(argv=None) -> dict:
               if cfg.pretrained == evaluation.RAW else evaluation.load_pretrained_source(cfg.pretrained))
     model, model_config = evaluation.build_classifier(cfg, benchmark.num_class, source, device,
                                                         train_split)
+    gru_check = bigru.check_model(model, device)           # before the first step (CUDA)
     optimizer = torch.optim.SGD(prepare_heads(model, linear=not cfg.finetune), lr=cfg.lr,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     progress = Progress()
@@ -377,7 +416,8 @@ def main(argv=None) -> dict:
             test_feat, test_lab = evaluation.extract_features(model, loaders[1], device, desc="test features")
             visualise.write_visualisations(cfg, test_feat.cpu().numpy(), test_lab.cpu().numpy())
         run = {"benchmark": benchmark, "source": source, "model_config": model_config, "mode": mode,
-               "num_train": len(loaders[0].dataset), "num_test": len(test_split), "device": str(device)}
+               "num_train": len(loaders[0].dataset), "num_test": len(test_split), "device": str(device),
+               "gru_self_check": gru_check}
         return write_results(cfg, run, progress, last, started)
     finally:
         if lock is not None:

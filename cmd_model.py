@@ -83,6 +83,7 @@ class StepwiseGRU(nn.Module):
         if mode not in self.MODES:
             raise ValueError(f"unknown gru_mode {mode!r}; expected one of {self.MODES}")
         self.mode = mode
+        self.fallback = None       # set by bigru.check_model when the implementation failed its self-check
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True,
@@ -90,6 +91,8 @@ class StepwiseGRU(nn.Module):
 
     def implementation(self, device: torch.device) -> str:
         """The computation `forward` uses on `device`: 'custom', 'fused', 'loop' or 'bidirectional'."""
+        if getattr(self, "fallback", None):
+            return self.fallback
         if self.mode == "stepwise":
             return self.IMPLEMENTATION.get(device.type, "fused")
         return self.mode

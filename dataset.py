@@ -150,7 +150,10 @@ def load_split(folder: str, part: str, num_class: int | None = None, layout: str
     if not os.path.isfile(paths["num_frame"]):
         raise FileNotFoundError(f"frame-count file not found: {paths['num_frame']} (expected the original "
                                 f"frame count of each clip, written by prepare_data.py)")
-    num_frame = np.load(paths["num_frame"])
+    try:
+        num_frame = np.load(paths["num_frame"])
+    except Exception as e:  # noqa: BLE001  (object arrays, truncated or foreign files: name the file)
+        raise ValueError(f"{paths['num_frame']}: not a readable .npy file of frame counts ({e})") from e
     if num_frame.shape != (data.shape[0],) or not np.issubdtype(num_frame.dtype, np.integer):
         raise ValueError(f"{paths['num_frame']}: shape {num_frame.shape} dtype {num_frame.dtype}, expected "
                          f"integers of shape ({data.shape[0]},)")

@@ -209,11 +209,31 @@ def archive_kind(path: str) -> str | None:
 
 
 
-def import_from(path: str, entries: list[dict], root: str) -> int:
+class InstalledAlready(ValueError):
+    """--from names a benchmark whose checkpoint is installed (exit status 2: nothing was read or copied)."""
+
+
+def check_installed(path: str, entries: list[dict], root: str, force: bool) -> None:
+    """--from never replaces an installed checkpoint without --force, nor the file it imports (checked
+    before anything is read or copied)."""
+    for entry in entries:
+        dest = destination(entry, root)
+        if os.path.exists(dest) and os.path.samefile(dest, path):
+            raise InstalledAlready(f"--from {path} is the installed {entry['benchmark']} checkpoint itself; "
+                                   f"nothing to import")
+        if os.path.lexists(dest) and not force:
+            raise InstalledAlready(f"{entry['benchmark']} is already installed at {dest}; --from {path} "
+                                   f"replaces it only with --force (move the installed file away first to "
+                                   f"keep a copy)")
+
+
+def import_from(path: str, entries: list[dict], root: str, force: bool = False) -> int:
     """--from: a checkpoint file (one benchmark) or a zip/tar archive (each benchmark found in it)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--from {path!r} does not exist")
     kind = archive_kind(path)
+    if kind is None and len(entries) == 1:
+        check_installed(path, entries, root, force)
     if kind is None:
         if len(entries) != 1:
             raise ValueError(f"--from {path}: a single file needs exactly one BENCHMARK, got "
@@ -228,11 +248,18 @@ def import_from(path: str, entries: list[dict], root: str) -> int:
         else:
             members = checkpoint_members([m.name for m in archive.getmembers() if m.isfile()])
         print(f"{path}: {len(members)} checkpoint file(s): {members}")
+        found = {}
         for entry in entries:
             member = pick_member(members, entry, several=len(entries) > 1)
             if member is None:
                 print(f"{entry['benchmark']}: no unambiguous file for it in {path}", file=sys.stderr)
                 failures += 1
+                continue
+            found[entry["benchmark"]] = member
+        check_installed(path, [e for e in entries if e["benchmark"] in found], root, force)
+        for entry in entries:
+            member = found.get(entry["benchmark"])
+            if member is None:
                 continue
             try:
                 if isinstance(archive, zipfile.ZipFile):
@@ -256,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import a checkpoint or a zip/tar archive downloaded by hand")
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST)
     parser.add_argument("--root", default=DEFAULT_ROOT, help="where the destination folders are")
-    parser.add_argument("--force", action="store_true", help="download again over an installed file")
+    parser.add_argument("--force", action="store_true",
+                        help="download or import (--from) again over an installed file")
     parser.add_argument("--retries", type=int, default=3, help="resumed attempts per download")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
     return parser
@@ -274,7 +302,10 @@ def main(argv=None) -> int:
     os.makedirs(args.root, exist_ok=True)
     if args.source:
         try:
-            return import_from(args.source, entries, args.root)
+            return import_from(args.source, entries, args.root, args.force)
+        except InstalledAlready as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except (CheckFailed, FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

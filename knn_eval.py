@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import dataset
 import evaluation
 from cli import cli_errors, flag_values, seeding
+from encoders import bigru
 from reporting import reports, visualise
 from storage import atomic_files, run_folder, write_faults
 
@@ -162,6 +163,7 @@ def main(argv=None) -> dict:
         source = evaluation.load_pretrained_source(args.pretrained)
         model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device,
                                                           train_split)
+    gru_check = bigru.check_model(model, device)            # before the features are computed (CUDA)
     model.eval()
 
     window = model_info["window"]
@@ -187,7 +189,8 @@ def main(argv=None) -> dict:
     record = reports.results_record(
         args, benchmark, source, model_info, protocol_name="knn", metrics=metrics, epochs=0,
         started=started, extra={"knn_neighbours": sorted(set(args.knn_neighbours)),
-                                "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel())})
+                                "num_train": int(train_lab.numel()), "num_test": int(test_lab.numel()),
+                                **({} if gru_check is None else {"gru_self_check": gru_check})})
     columns = [(f"top-1 (k={k})", metrics[f"top1_k{k}"]) for k in sorted(preds)]
     reports.report(args.output, record, columns, args.overwrite)
     return record

@@ -191,6 +191,8 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
     writers = {}
     bad, notes = [], []
     pool = None
+    # benchmark folders this conversion creates: removed again (when still empty) if it is refused
+    created = [os.path.join(out_dir, b) for b in folders if not os.path.lexists(os.path.join(out_dir, b))]
     try:
         for key, n in sorted(capacity.items()):
             writers[key] = _PartWriter(os.path.join(out_dir, key[0]), key[1], n, num_joints)
@@ -217,6 +219,7 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
     except BaseException:
         for writer in writers.values():
             writer.discard()
+        _remove_empty_folders(created)
         raise
     finally:
         if pool:
@@ -230,6 +233,7 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
     except BaseException:
         for writer in writers.values():
             writer.discard()
+        _remove_empty_folders(created)
         raise
     if bad:
         print(f"skipped {len(bad)} malformed file(s)", file=sys.stderr)
@@ -240,6 +244,15 @@ def convert(jobs: list[Job], out_dir: str, folders: list[str], workers: int = 1,
         print(f"warning: {len(notes)} PKU-MMD label row(s) end past their video and were clipped to its last "
               f"frame (frame count = frames kept); first: {notes[0]}", file=sys.stderr)
     return {"written": written, "skipped": len(bad), "clipped_rows": len(notes), "duplicates": duplicates}
+
+
+def _remove_empty_folders(folders) -> None:
+    """Remove the folders that are still empty (a refused conversion leaves none of its own behind)."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 def report_duplicates(writers: dict, folders: list[str]) -> dict:

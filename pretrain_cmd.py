@@ -40,6 +40,7 @@ import dataset
 import encoders
 from augmentation import augment
 from cli import cli_errors, devices, distributed, flag_values, frozen_flags, machine, parallelism, seeding
+from encoders import bigru
 from engine import resume_check, training, training_monitor
 from engine.meters import DeviceMeters
 from readers import dataset_table
@@ -51,6 +52,7 @@ STAT_NAMES = ("loss", "loss_joint", "loss_motion", "loss_bone", "loss_sim",
 # arguments that fix the model's shape besides the encoder record: a resumed checkpoint must agree on them
 MODEL_ARGS = ("mlp", "contrast_dim", "contrast_k")
 RELEASED_WORKERS = 8          # the released -j default: the most loader workers chosen without -j
+RUN_FILES = ("log.jsonl", "config.json")       # what a run appends to or rewrites in --checkpoint-path
 
 
 class UsageError(Exception):
@@ -291,6 +293,8 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
         run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
         if args.log_dir:
             run_folder.check_writable_folder(args.log_dir, "--log-dir")
+        for name in RUN_FILES:        # written only as the folder's own regular files, never through a link
+            run_folder.check_run_file(os.path.join(args.checkpoint_path, name))
         if resumes_here:
             read_log_records(os.path.join(args.checkpoint_path, "log.jsonl"))
     amp_dtype = devices.amp_dtype(device) if args.amp else None
@@ -329,7 +333,7 @@ def check_resume(cfg: Config, path: str, checkpoint: dict) -> list:
     """The allowed changes of a checkpoint of this run; UsageError for one of another run or model."""
     a = cfg.args
     changes = training.RunCheckpoints.check(checkpoint, path, cfg.identity, a.resume_allow_changes,
-                                            cfg.encoder_record)
+                                            cfg.encoder_record, fixed=resume_check.PRETRAIN_FIXED)
     saved = checkpoint.get("args") or {}       # older checkpoints record no identity: what their args hold
     differ = [f"--{k.replace('_', '-')} {saved[k]} (checkpoint) vs {getattr(a, k)} (now)"
               for k in MODEL_ARGS if k in saved and saved[k] != getattr(a, k)]
@@ -440,6 +444,7 @@ class Training:
     scaler: torch.amp.GradScaler
     store: training.RunCheckpoints  # the run folder's checkpoints; store.last: last written or resumed
     resume: Resume | None
+    gru_check: dict | None = None   # the BiGRU self-check's record (bigru.check_model), in config.json
 
 
 def prepare(args) -> Training:
@@ -451,8 +456,9 @@ def prepare(args) -> Training:
     parallelism.set_threads(args.threads, cfg.args.workers, log=log)
     data = build_data(cfg)
     model = build_model(cfg)
+    gru_check = bigru.check_model(model, device, cfg.amp_dtype, log)   # before the first step (CUDA)
     optimizer, scaler = build_optimizer(cfg, model)
-    t = Training(cfg, data, model, wrap_for_training(cfg, model), optimizer, scaler, store, resume)
+    t = Training(cfg, data, model, wrap_for_training(cfg, model), optimizer, scaler, store, resume, gru_check)
     if resume is not None:
         restore(t, log)
     elif args.resume == "auto":
@@ -512,11 +518,13 @@ def step_statistics(out: cmd_model.CMDOutput, ce: dict, loss: torch.Tensor) -> d
 
 
 def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epoch: int,
-                    steps_left: int | None, last_checkpoint: str | None = None) -> tuple[dict, int]:
+                    steps_left: int | None, last_checkpoint: str | None = None,
+                    guard: training.DivergenceCheck | None = None) -> tuple[dict, int]:
     """One epoch, cut after `steps_left` steps. No host synchronisation per step: the statistics are summed
-    on the device and read (and checked for NaN/inf, naming the first bad step) every --print-freq steps
-    and at the end."""
+    on the device and read (and checked for NaN/inf, naming the first bad step, and for divergence with
+    `guard`, kept over the run) every --print-freq steps and at the end."""
     a = cfg.args
+    guard = guard or training.DivergenceCheck()
     train_model.train()
     generator = augment_generator(cfg, epoch)
     meters = DeviceMeters(STAT_NAMES, cfg.device, no_step=len(data.loader))
@@ -535,7 +543,7 @@ def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epo
         meters.update(step, step_statistics(out, ce, loss))
         last_step = step + 1 == len(data.loader) or (steps_left is not None and step + 1 >= steps_left)
         if step % a.print_freq == 0 or last_step:
-            means = read_statistics(cfg, data, meters, epoch, step, last_checkpoint, train_model)
+            means = read_statistics(cfg, data, meters, epoch, step, last_checkpoint, train_model, guard)
             show_progress(bar, means, meters.count * a.batch_size / max(time.perf_counter() - start, 1e-9))
         if last_step:
             break
@@ -548,9 +556,11 @@ def train_one_epoch(cfg: Config, data: Data, train_model, optimizer, scaler, epo
 
 
 def read_statistics(cfg: Config, data: Data, meters: DeviceMeters, epoch: int, step: int,
-                    last_checkpoint: str | None, train_model: nn.Module | None = None) -> dict:
-    """Global means over the epoch's steps so far (one host read); raises at a non-finite step, or when
-    the updates so far made a weight, a queue or a statistic of the model non-finite (one more read)."""
+                    last_checkpoint: str | None, train_model: nn.Module | None = None,
+                    guard: training.DivergenceCheck | None = None) -> dict:
+    """Global means over the epoch's steps so far (one host read); raises at a non-finite step, when the
+    updates so far made a weight, a queue or a statistic of the model non-finite (one more read), or when
+    the loss or the weights diverge while finite (`guard`: training.DivergenceCheck, one more read)."""
     reading = meters.read()
     checked = max(step - cfg.args.print_freq + 1, 0)
     window = f"found at the check of steps {checked}..{step}, made every --print-freq steps"
@@ -565,6 +575,16 @@ def read_statistics(cfg: Config, data: Data, meters: DeviceMeters, epoch: int, s
             f"non-finite weights at epoch {epoch} after the update of step {step} ({shown}; {window}); "
             f"stopping before writing a checkpoint. Likely cause: {likely_flags(cfg.args)}. Last "
             f"checkpoint written or resumed: {last_checkpoint or 'none'}")
+    if guard is not None:
+        model = getattr(train_model, "module", train_model)
+        growth = guard.loss(reading.means["loss"])
+        scale = guard.weights(model) if growth is None and model is not None else None
+        if growth or scale:
+            what = (f"diverging loss at epoch {epoch}, step {step}: {growth}" if growth else
+                    f"diverging weights at epoch {epoch} after the update of step {step}: {scale}")
+            raise NonFiniteLossError(
+                f"{what} ({window}); stopping before writing a checkpoint. Likely cause: "
+                f"{likely_flags(cfg.args)}. Last checkpoint written or resumed: {last_checkpoint or 'none'}")
     return reading.means
 
 
@@ -630,6 +650,7 @@ class RunOutputs:
         # purge_step: tensorboard forgets what an interrupted run logged after its last checkpoint
         self.writer = SummaryWriter(log_dir=a.log_dir, purge_step=a.start_epoch or None)
         log_path = os.path.join(a.checkpoint_path, "log.jsonl")
+        run_folder.check_run_file(log_path)
         _drop_records_from(log_path, a.start_epoch)
         self.jsonl = atomic_files.JsonlLogger(log_path)
         if resume_changes:      # epoch: the last one done, so a later resume keeps this record
@@ -658,6 +679,8 @@ def write_config(t: Training) -> None:
                   train_clips=len(t.data.train_set), steps_per_epoch=len(t.data.loader),
                   torch_version=torch.__version__, argv=sys.argv)
     config.update(t.model.encoder_record())
+    if t.gru_check is not None:
+        config["gru_self_check"] = t.gru_check
     atomic_files.atomic_write_json(os.path.join(cfg.args.checkpoint_path, "config.json"), config)
 
 
@@ -709,14 +732,14 @@ def train(t: Training) -> TrainResult:
     log(f"=> pretraining CMD ({a.encoder}, {t.cfg.encoder_record['encoder_config']}) on {t.cfg.data_folder}: "
         f"{len(t.data.train_set)} clips, global batch {a.batch_size} = {t.cfg.dist.world_size} x "
         f"{t.cfg.per_rank_batch} on {t.cfg.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
-    total_steps, epochs_done = 0, a.start_epoch
+    total_steps, epochs_done, guard = 0, a.start_epoch, training.DivergenceCheck()
     monitor, monitored_at = build_monitor(t), None
     try:
         for epoch in range(a.start_epoch, a.epochs):
             lr = start_epoch(t, epoch)
             steps_left = None if a.max_steps is None else a.max_steps - total_steps
             record, steps = train_one_epoch(t.cfg, t.data, t.train_model, t.optimizer, t.scaler, epoch,
-                                            steps_left, t.store.last)
+                                            steps_left, t.store.last, guard)
             total_steps += steps
             last_epoch = epoch == a.epochs - 1 or (a.max_steps is not None and total_steps >= a.max_steps)
             record.update(epoch=epoch, lr=lr, truncated=steps < len(t.data.loader))

@@ -254,3 +254,114 @@ def cudnn_pair_gru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
             outputs.append(out)
         x = torch.cat(outputs, dim=2)
     return x
+
+
+# ------------------------------------------------------------------------------------------ self-check
+# Device types on which a run checks its BiGRU implementation at start-up (`check_model`): the CUDA path
+# (cuDNN per direction, weights re-laid through private torch calls, autocast around them) is trusted only
+# after it agreed with the reference there; the CPU path is covered by the test suite (tests add "cpu").
+SELF_CHECK_DEVICES = ("cuda",)
+# The largest error allowed, relative to the largest magnitude of each compared tensor (output, input
+# gradient, every weight gradient): float32 without TF32 1e-4 (measured agreement is ~1e-6), float32 where
+# cuDNN may use TF32 1e-2, under autocast 1e-2 (float16) and 5e-2 (bfloat16). A wrong weight layout,
+# direction or gradient gives errors of order 1.
+SELF_CHECK_TOLERANCE = {"float32": 1e-4, "tf32": 1e-2, "float16": 1e-2, "bfloat16": 5e-2}
+FALLBACK = "loop"                  # the plain implementation a run falls back to: the released loop
+
+
+def _compare(fast, ref, tolerance: float) -> tuple[float, str, float]:
+    """(largest relative error, the tensor's name, its tolerance) over the named pairs."""
+    worst = (0.0, "", tolerance)
+    for (name, a), (_, b) in zip(fast, ref):
+        if a is None or b is None:
+            raise RuntimeError(f"no {name}")
+        if a.shape != b.shape:
+            raise RuntimeError(f"{name} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
+        err = float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+        if not err <= worst[0]:                 # NaN counts as the worst
+            worst = (err, name, tolerance)
+    return worst
+
+
+def _pass(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, autocast_dtype=None) -> list:
+    """[(name, tensor)]: the outputs, the input gradient and every weight gradient of one pass."""
+    module.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None):
+        out = module(x)
+        loss = (out.float() * weight).sum()
+    loss.backward()
+    return ([("output", out.detach()), ("input gradient", x.grad)]
+            + [(f"gradient of {n}", p.grad) for n, p in module.gru.named_parameters()])
+
+
+def self_check(gru_module: nn.Module, device, amp_dtype=None, batch: int = 4, frames: int = 8,
+               implementation: str | None = None) -> dict:
+    """Run the implementation that `gru_module` (a cmd_model.StepwiseGRU) uses on `device` on a small
+    random batch (forward, input and weight gradients; again under autocast to `amp_dtype` when given)
+    against the plain reference semantics ('loop') on the same device, with copies of its weights.
+
+    Returns the record: implementation, device, autocast, passed, largest relative error, reason (None
+    when passed) and seconds. Any error of the implementation is a failure, with its message as reason."""
+    import copy  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    device = torch.device(device)
+    started = time.perf_counter()
+    fast = copy.deepcopy(gru_module).to(device)
+    fast.fallback = None
+    how = implementation or fast.implementation(device)
+    fast.mode = how
+    ref = copy.deepcopy(fast)
+    ref.mode = FALLBACK
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, frames, fast.gru.input_size, generator=g).to(device)
+    weight = torch.randn(batch, frames, 2 * fast.hidden_size, generator=g).to(device)
+    record = {"implementation": how, "device": str(device),
+              "autocast": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
+              "passed": True, "largest_error": 0.0, "reason": None}
+    tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    try:
+        expected = _pass(ref, x, weight)
+        checks = [(None, SELF_CHECK_TOLERANCE["tf32" if tf32 else "float32"])]
+        if amp_dtype is not None:
+            checks.append((amp_dtype, SELF_CHECK_TOLERANCE[record["autocast"]]))
+        for dtype, tolerance in checks:
+            err, name, limit = _compare(_pass(fast, x, weight, dtype), expected, tolerance)
+            record["largest_error"] = max(record["largest_error"], err) if err == err else err
+            if not err <= limit:
+                where = "" if dtype is None else f" under {record['autocast']} autocast"
+                record.update(passed=False, reason=f"differs from the reference{where}: {name} off by "
+                                                   f"{err:.3g} of its magnitude (limit {limit:g})")
+                break
+    except Exception as exc:  # noqa: BLE001  (any error of the implementation: the run must not use it)
+        record.update(passed=False, reason=f"raised {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def check_model(model: nn.Module, device, amp_dtype=None, log=print, force: bool = False) -> dict | None:
+    """The start-up self-check of a run on `device` (SELF_CHECK_DEVICES, or `force`): the BiGRU
+    implementation of `model`'s StepwiseGRU modules is checked once (`self_check`); when it fails, every
+    one of them switches to the plain FALLBACK for this run. One line says which and why; the returned
+    record (None: nothing to check) goes into the run's config or results."""
+    device = torch.device(device)
+    modules = [m for m in model.modules() if hasattr(m, "implementation") and hasattr(m, "gru")]
+    if not modules or not (force or device.type in SELF_CHECK_DEVICES):
+        return None
+    how = modules[0].implementation(device)
+    if how in (FALLBACK, "bidirectional"):           # the plain computations themselves
+        return None
+    record = self_check(modules[0], device, amp_dtype)
+    amp = "" if amp_dtype is None else f" (also under {record['autocast']} autocast)"
+    if record["passed"]:
+        log(f"=> BiGRU self-check on {device}: '{how}' agrees with the reference{amp}, largest relative "
+            f"error {record['largest_error']:.2g}, {record['seconds']:.1f} s")
+        record["used"] = how
+        return record
+    for module in modules:
+        module.fallback = FALLBACK
+    record["used"] = FALLBACK
+    log(f"warning: BiGRU self-check on {device}: '{how}' {record['reason']}; this run uses the plain "
+        f"'{FALLBACK}' implementation instead (the same model, slower)")
+    return record

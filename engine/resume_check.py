@@ -18,6 +18,8 @@ PRETRAIN_FIELDS = ("pre_dataset", "protocol", "data_folder", "encoder", "encoder
                    "cmd_weight", "topk", "batch_size", "world_size", "epochs", "schedule", "cos", "lr",
                    "momentum", "weight_decay", "seed", "batch_augment", "shuffle_bn", "window", "aug_crop_min",
                    "aug_corrupt_prob", "aug_shear_prob", "aug_shear", "aug_rotate", "aug_noise", "code_version")
+# those of them the saved weights' shapes depend on: never allowed to change on a resume
+PRETRAIN_FIXED = ("encoder", "encoder_config", "hidden_size", "mlp", "contrast_dim", "contrast_k")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -66,21 +68,30 @@ def _plain(value):
     return value
 
 
-def check_resume(saved: dict, current: dict, allowed, source: str) -> list[dict]:
+def check_resume(saved: dict, current: dict, allowed, source: str, fixed=()) -> list[dict]:
     """Compare a checkpoint's recorded identity with this run's; returns the allowed changes.
 
-    Fields missing on either side (checkpoints written before a field was recorded) are not compared."""
+    `fixed` names the fields the saved weights depend on (the model's shape): they are never offered as
+    `--resume-allow-changes` (the advice would only lead to a failed load) and cannot be allowed. Fields
+    missing on either side (checkpoints written before a field was recorded) are not compared."""
     allowed = list(allowed or [])
     unknown = [f for f in allowed if f not in current]
     if unknown:
         raise ResumeMismatch(f"--resume-allow-changes {' '.join(unknown)}: unknown field(s); valid fields: "
-                             f"{', '.join(sorted(current))}")
+                             f"{', '.join(sorted(f for f in current if f not in fixed))}")
     differ = [(f, saved[f], current[f]) for f in current if f in saved and _plain(saved[f]) != current[f]]
-    refused = [d for d in differ if d[0] not in allowed]
+    refused = [d for d in differ if d[0] not in allowed or d[0] in fixed]
     if refused:
         detail = "; ".join(f"{f}: {old!r} in the checkpoint, {new!r} now" for f, old, new in refused)
-        fields = " ".join(f for f, _, _ in refused)
-        raise ResumeMismatch(f"{source} was written by a run with other settings: {detail}. Resume with the "
-                             f"same settings, or add --resume-allow-changes {fields} to change them on "
-                             f"purpose")
+        changeable = " ".join(f for f, _, _ in refused if f not in fixed)
+        frozen = " ".join(f for f, _, _ in refused if f in fixed)
+        if frozen:
+            advice = (f"{frozen} cannot change on a resume (the saved weights depend on it): resume with the "
+                      f"same value{'s' if ' ' in frozen else ''}, or start a new run in another folder")
+            if changeable:
+                advice += f"; the others can be allowed with --resume-allow-changes {changeable}"
+        else:
+            advice = (f"Resume with the same settings, or add --resume-allow-changes {changeable} to change "
+                      f"them on purpose")
+        raise ResumeMismatch(f"{source} was written by a run with other settings: {detail}. {advice}")
     return [{"field": f, "checkpoint": old, "now": new} for f, old, new in differ]

@@ -43,6 +43,54 @@ def nonfinite_tensors(model) -> list[str]:
     return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
+# The divergence rule of every training loop (pretraining, linear evaluation, fine-tuning), with finite
+# numbers too: a loss read above LOSS_GROWTH_LIMIT times the run's first reading (at least 1), or a trained
+# parameter above WEIGHT_LIMIT in absolute value. Chosen from healthy runs (docs/training.md, "When a run
+# diverges"): their losses stayed within 12 times the first reading (ST-GCN linear evaluation; BiGRU runs
+# within 3) and their largest trained weight below 4; the diverging runs measured there passed the limits
+# by many orders of magnitude within a step or two.
+LOSS_GROWTH_LIMIT = 1000.0
+WEIGHT_LIMIT = 1000.0
+
+
+class DivergenceCheck:
+    """The one divergence rule of the training loops, kept over a run: `loss(value)` at every statistics
+    read, `weights(model)` where the loops check their weights (one host read of every trained parameter's
+    largest magnitude). Each returns None, or the reason in words for the loop's one-line stop (the loop
+    adds where it happened and the likely flag)."""
+
+    def __init__(self, loss_growth: float = LOSS_GROWTH_LIMIT, weight_limit: float = WEIGHT_LIMIT):
+        self.loss_growth, self.weight_limit = loss_growth, weight_limit
+        self.first_loss: float | None = None
+
+    def loss(self, value: float) -> str | None:
+        value = float(value)
+        if not math.isfinite(value):
+            return f"non-finite loss {value}"
+        if self.first_loss is None:
+            self.first_loss = value
+            return None
+        base = max(self.first_loss, 1.0)
+        if value > self.loss_growth * base:
+            return (f"loss {value:.4g} is {value / base:.3g} times its first reading {self.first_loss:.4g} "
+                    f"(the limit is {self.loss_growth:g} times; healthy runs stay within 12)")
+        return None
+
+    def weights(self, model) -> str | None:
+        named = [(name, p) for name, p in model.named_parameters()
+                 if p.requires_grad and p.is_floating_point()]
+        if not named:
+            return None
+        peaks = torch.stack([p.detach().abs().amax().float() for _, p in named]).tolist()
+        worst = max(range(len(peaks)), key=lambda i: peaks[i] if math.isfinite(peaks[i]) else math.inf)
+        if not math.isfinite(peaks[worst]):
+            return f"non-finite weights in {named[worst][0]}"
+        if peaks[worst] > self.weight_limit:
+            return (f"{named[worst][0]} holds a weight of magnitude {peaks[worst]:.3g}, beyond any sane "
+                    f"scale (the limit is {self.weight_limit:g}; healthy runs stay below 4)")
+        return None
+
+
 def set_learning_rate(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -61,7 +109,7 @@ class RunCheckpoints:
 
     def locate(self, resume: str) -> str | None:
         """'' -> None; 'auto' -> the newest checkpoint of the run folder that verifies (None when the folder
-        holds none); a folder -> its newest one that verifies; else the file itself."""
+        holds none, or the run has no folder); a folder -> its newest one that verifies; else the file."""
         if not resume:
             return None
         if resume != "auto" and not os.path.isdir(resume):
@@ -69,8 +117,8 @@ class RunCheckpoints:
                 raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
             return resume
         folder = self.folder if resume == "auto" else resume
-        if folder is None:
-            raise ValueError("--resume auto: this run has no run folder to resume from (--checkpoint-path)")
+        if not folder:            # --resume auto without a run folder: nothing to resume (the caller says so)
+            return None
         path, _, skipped = checkpoints.newest_verified_checkpoint(folder)
         for reason in skipped:
             self.log(f"=> --resume {resume}: skipping {reason}")
@@ -87,11 +135,13 @@ class RunCheckpoints:
         return checkpoint
 
     @staticmethod
-    def check(checkpoint: dict, path: str, identity: dict, allowed, encoder_record: dict) -> list[dict]:
-        """The allowed changes (see resume_check.check_resume) of a checkpoint written by this run; a
-        ValueError naming every other difference, and another encoder, otherwise."""
+    def check(checkpoint: dict, path: str, identity: dict, allowed, encoder_record: dict,
+              fixed=()) -> list[dict]:
+        """The allowed changes (see resume_check.check_resume; `fixed`: fields that cannot change) of a
+        checkpoint written by this run; a ValueError naming every other difference, and another encoder,
+        otherwise."""
         changes = resume_check.check_resume(checkpoint.get("run") or checkpoint.get("args") or {}, identity,
-                                            allowed, path)
+                                            allowed, path, fixed)
         record = checkpoints.encoder_record(checkpoint, path)
         if record is not None and record != encoder_record:
             raise ValueError(f"{path} was written with another encoder: {record} there, {encoder_record} "

@@ -11,7 +11,8 @@ import numpy as np
 
 import dataset
 import graph
-from readers.common import Job, RawFormat, Sample, SkeletonFileError, parse_floats, to_fixed_length
+from readers.common import (Job, RawFormat, Sample, SkeletonFileError, generated_files,
+                           note_skipped_generated, parse_floats, to_fixed_length)
 from readers.prenormalize import pre_normalize
 
 MAX_BODIES_KINECT = 4    # bodies kept from a raw file, in file order
@@ -273,14 +274,20 @@ def ntu_part(name: str, rule: str) -> str:
 def ntu_jobs(raw_dirs: list[str], rules: dict[str, str], missing: set[str], max_setup: int | None = None,
              max_action: int | None = None, only: set[str] | None = None) -> list[Job]:
     """One job per raw file SsssCcccPpppRrrrAaaa.skeleton; `rules` maps each benchmark folder to its
-    split rule (ntu_part); `only` restricts to these sample names."""
+    split rule (ntu_part); `only` restricts to these sample names (the synthetic set's own files). Without
+    `only`, the files a synthetic manifest in the folder lists are skipped, with a line saying how many."""
     jobs, seen = [], set()
     for raw_dir in raw_dirs:
         if not os.path.isdir(raw_dir):
             raise FileNotFoundError(f"raw skeleton folder not found: {raw_dir}")
+        generated = generated_files(raw_dir) if only is None else set()     # never read as recordings
+        skipped = 0
         for filename in sorted(os.listdir(raw_dir)):
             stem, ext = os.path.splitext(filename)
             if ext != ".skeleton" or not NTU_NAME.match(stem):
+                continue
+            if filename in generated:
+                skipped += 1
                 continue
             setup, _, _, _, action = (int(g) for g in NTU_NAME.match(stem).groups())
             if stem in missing or stem in seen or (only is not None and stem not in only):
@@ -290,6 +297,7 @@ def ntu_jobs(raw_dirs: list[str], rules: dict[str, str], missing: set[str], max_
             seen.add(stem)
             parts = {bench: ntu_part(stem, rule) for bench, rule in rules.items()}
             jobs.append(Job("ntu", os.path.join(raw_dir, filename), [Sample(filename, action - 1, parts)]))
+        note_skipped_generated(raw_dir, skipped)
     if not jobs:
         raise ValueError(f"no NTU .skeleton files (named SsssCcccPpppRrrrAaaa.skeleton) found in "
                          f"{', '.join(raw_dirs)}")

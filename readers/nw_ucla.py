@@ -21,7 +21,8 @@ import numpy as np
 
 import dataset
 import graph
-from readers.common import Job, RawFormat, Sample, SkeletonFileError, to_fixed_length
+from readers.common import (Job, RawFormat, Sample, SkeletonFileError, generated_files,
+                           note_skipped_generated, to_fixed_length)
 from readers.prenormalize import pre_normalize
 
 FILE_NAME = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})$")
@@ -120,15 +121,19 @@ def nw_ucla_jobs(raw_dir: str, rules: dict[str, str]) -> list[Job]:
     if not os.path.isdir(raw_dir):
         raise FileNotFoundError(f"--raw-dir {raw_dir}: no such folder (the NW-UCLA all_sqe folder of "
                                 f"aAA_sSS_eEE_vVV.json files; docs/data.md says where to get it)")
-    jobs = []
+    jobs, generated, skipped = [], generated_files(raw_dir), 0      # never read generated files
     for filename in sorted(os.listdir(raw_dir)):
         stem, ext = os.path.splitext(filename)
         if ext != ".json":
+            continue
+        if filename in generated:
+            skipped += 1
             continue
         path = os.path.join(raw_dir, filename)
         action, _, _, view = parse_name(stem, path)
         parts = {folder: view_part(view, rule) for folder, rule in rules.items()}
         jobs.append(Job("nw_ucla", path, [Sample(stem, ACTIONS.index(action), parts)]))
+    note_skipped_generated(raw_dir, skipped)
     if not jobs:
         raise ValueError(f"no NW-UCLA clips (aAA_sSS_eEE_vVV.json) found in {raw_dir}")
     return jobs

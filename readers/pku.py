@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from readers.common import Job, RawFormat, Sample, SkeletonFileError, parse_floats, to_fixed_length
+from readers.common import (Job, RawFormat, Sample, SkeletonFileError, generated_files,
+                           note_skipped_generated, parse_floats, to_fixed_length)
 from readers.ntu import KINECT_JOINTS, MAX_BODIES
 from readers.prenormalize import pre_normalize
 
@@ -104,10 +105,13 @@ def pku_jobs(skeleton_dir: str, label_dir: str, split_files: dict[str, str],
     splits = {bench: read_pku_split(path) for bench, path in split_files.items()}
     if not os.path.isdir(skeleton_dir):
         raise FileNotFoundError(f"PKU-MMD skeleton folder not found: {skeleton_dir}")
-    jobs = []
+    jobs, generated, skipped = [], generated_files(skeleton_dir), 0      # never read generated files
     for filename in sorted(os.listdir(skeleton_dir)):
         video, ext = os.path.splitext(filename)
         if ext != ".txt":
+            continue
+        if filename in generated:
+            skipped += 1
             continue
         parts = {}
         for bench, (train, val) in splits.items():
@@ -124,6 +128,7 @@ def pku_jobs(skeleton_dir: str, label_dir: str, split_files: dict[str, str],
         samples = [Sample(f"{video}_{i}", label, parts) for i, (label, _, _) in enumerate(rows)]
         if samples:
             jobs.append(Job("pku", os.path.join(skeleton_dir, filename), samples, rows))
+    note_skipped_generated(skeleton_dir, skipped)
     if not jobs:
         raise ValueError(f"no PKU-MMD videos of the split files found in {skeleton_dir}")
     return jobs

@@ -4,18 +4,21 @@ them exactly as NTU files (readers/ntu.py).
 The generated files are recorded in `synthetic_manifest.json` beside them (name, size and modification
 time of each). A later generation into the same folder replaces or removes only files that record lists
 and that are unchanged since; any other file with a name it would write (a user's real NTU recording,
-say) stops it before anything is written, naming the file."""
+say) stops it before anything is written, naming the file. Generated files have real NTU names, so they
+never go into a folder that holds files the generation did not write (recordings would be mixed with
+them): such a --raw-dir is refused, naming the folder and one of those files; and the readers of
+recordings skip the files a manifest lists (readers/common.py, generated_files)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 
-from readers.common import Job, RawFormat
+from readers.common import SYNTHETIC_MANIFEST, Job, RawFormat
 from readers.ntu import _read_ntu, ntu_jobs
 from storage import atomic_files, run_folder
 
-MANIFEST = "synthetic_manifest.json"
+MANIFEST = SYNTHETIC_MANIFEST
 GENERATOR = "prepare_data.py synthetic"
 
 
@@ -61,6 +64,22 @@ class GenerationRecord:
                 raise ValueError(f"{path} exists and {why}; it is never overwritten: choose another "
                                  f"--raw-dir, or move the file away")
 
+    def check_folder(self, shown: str) -> None:
+        """ValueError naming the folder and one file in it that no synthetic generation wrote (recordings
+        among generated files with real NTU names would later pass for each other)."""
+        if not os.path.isdir(self.folder):
+            return
+        ours = {MANIFEST, run_folder.LOCK_NAME} | {f"{name}.skeleton" for name in self.files}
+        for entry in sorted(os.listdir(self.folder)):
+            path = os.path.join(self.folder, entry)
+            leftover = entry.endswith(".tmp") and entry[:-len(".tmp")] in ours   # an interrupted write
+            if entry in ours or leftover or (os.path.isdir(path) and not os.path.islink(path)):
+                continue
+            raise ValueError(f"{shown} holds files that no synthetic generation wrote (e.g. {path}); "
+                             f"generated clips carry real NTU names and would pass for recordings there: "
+                             f"give the synthetic set an empty folder of its own (--raw-dir), or move those "
+                             f"files away")
+
     def _write(self) -> None:
         atomic_files.atomic_write_json(self.path, {"generator": GENERATOR, "files": self.files})
 
@@ -101,11 +120,14 @@ def _synthetic_jobs(args, entry, rules: dict, out: str) -> list[Job]:
     planned = synthetic.clip_names(args.num_clips, args.seed)
     inside_out = os.path.commonpath([os.path.abspath(raw_dir), os.path.abspath(out)]) == os.path.abspath(out)
     run_folder.check_writable_folder(raw_dir, "--raw-dir")
+    shown = f"--raw-dir {raw_dir}" if args.raw_dir else f"--out {out}: its raw folder {raw_dir}"
     record = GenerationRecord(raw_dir)
     record.check(planned)
+    record.check_folder(shown)
     with run_folder.locked_folder(raw_dir) if not inside_out else contextlib.nullcontext():
         record = GenerationRecord(raw_dir)        # read again under the lock
         record.check(planned)
+        record.check_folder(shown)
         record.begin(planned)
         names = synthetic.generate(raw_dir, num_clips=args.num_clips, seed=args.seed, workers=args.workers)
         removed = record.finish(names)

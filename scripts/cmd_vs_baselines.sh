@@ -85,20 +85,37 @@ baselines() {  # the random encoder on both views, then 1-NN and the linear prob
 }
 
 side_by_side() {  # side_by_side "TITLE" LOG1 "CMD1" LOG2 "CMD2": two jobs at once, half the cores each
-    local title=$1 log1=$2 cmd1=$3 log2=$4 cmd2=$5 t0 pid1 pid2 failed=()
+    # The first job to fail stops the other (its whole process group) at once, and its log's end is
+    # shown: a refused pretraining never waits minutes for the baselines beside it.
+    local title=$1 log1=$2 cmd1=$3 log2=$4 cmd2=$5 t0 pid1 pid2 pid status other log running left
     t0=$(date +%s)
     echo "== $title (logs: $log1, $log2)"
+    set -m            # each job in a process group of its own: stopping it stops its commands too
     ( export OMP_NUM_THREADS=$HALF; eval "$cmd1" ) >"$log1" 2>&1 &
     pid1=$!
     ( export OMP_NUM_THREADS=$HALF; eval "$cmd2" ) >"$log2" 2>&1 &
     pid2=$!
-    wait "$pid1" || failed+=("$log1")
-    wait "$pid2" || failed+=("$log2")
-    for log in ${failed[@]+"${failed[@]}"}; do
-        echo "$NAME: a job failed; the end of $log:" >&2
-        tail -n 20 "$log" >&2
+    set +m
+    running=("$pid1" "$pid2")
+    while [ ${#running[@]} -gt 0 ]; do    # polled (bash 3 has no `wait -n`): which job ended, and how
+        sleep 1
+        left=()
+        for pid in "${running[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then left+=("$pid"); continue; fi
+            status=0
+            wait "$pid" || status=$?
+            if [ "$status" -ne 0 ]; then
+                if [ "$pid" = "$pid1" ]; then log=$log1 other=$pid2; else log=$log2 other=$pid1; fi
+                kill -- "-$other" 2>/dev/null || true
+                wait "$other" 2>/dev/null || true
+                echo "$NAME: a step failed (exit status $status; the job beside it was stopped); the end of" \
+                    "$log:" >&2
+                tail -n 20 "$log" >&2
+                exit 1
+            fi
+        done
+        running=(${left[@]+"${left[@]}"})
     done
-    [ ${#failed[@]} -eq 0 ] || exit 1
     echo "   done in $(( $(date +%s) - t0 )) s"
 }
 

@@ -4,6 +4,8 @@ from the evaluations' results JSON of one run, or the mean and spread of several
     python scripts/comparison_table.py RESULTS_DIR [--output summary.json]
     python scripts/comparison_table.py --runs RUN1/summary.json RUN2/summary.json ... [--output seeds.json]
 
+--output never replaces an existing file without --overwrite, and never one of the files it reads.
+
 Reads every *.json that action_classification.py or knn_eval.py wrote into RESULTS_DIR and sorts each
 into (view, protocol, encoder) by what the record says: `evaluation` 'linear' or 'knn' (1-NN top-1
 from `top1_k1`; linear: top-1 of the last epoch), `checkpoint` 'raw' (knn_eval.py --pretrained raw),
@@ -44,8 +46,7 @@ def summarise(paths) -> dict:
     """{view: {protocol: {raw, random, cmd, cmd_minus_random}}}; a missing entry is None."""
     summary: dict = {}
     for path in sorted(paths):
-        with open(path) as f:
-            record = json.load(f)
+        record = read_json(path, "an evaluation's results JSON")
         if not isinstance(record, dict) or record.get("evaluation") not in PROTOCOL_NAMES:
             continue                       # not an evaluation result (summary.json itself, for one)
         if record["evaluation"] == "knn" and "top1_k1" not in record["metrics"]:
@@ -109,26 +110,58 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def read_json(path: str, what: str):
+    """The JSON in `path`; SystemExit naming the file for one that cannot be read (binary, not JSON)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:          # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise SystemExit(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from None
+
+
 def read_summaries(paths: list[str]) -> list[dict]:
     summaries = []
     for path in paths:
-        try:
-            with open(path) as f:
-                summary = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"{path}: cannot read a run's summary.json ({e})") from None
+        summary = read_json(path, "a run's summary.json")
         if not isinstance(summary, dict) or not all(isinstance(v, dict) for v in summary.values()):
             raise SystemExit(f"{path}: not a run's summary.json (expected {{view: {{protocol: cells}}}})")
         summaries.append(summary)
     return summaries
 
 
-def write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
+def check_output(output: str | None, inputs: list[str], overwrite: bool) -> None:
+    """--output: never one of the inputs, never an existing file without --overwrite (checked before any
+    work)."""
+    if not output:
+        return
+    for path in inputs:
+        if os.path.exists(path) and os.path.exists(output) and os.path.samefile(path, output) \
+                or os.path.abspath(path) == os.path.abspath(output):
+            raise SystemExit(f"--output {output} is one of the files read ({path}); it is never replaced by "
+                             f"the table made from it: choose another --output")
+    if os.path.isdir(output):
+        raise SystemExit(f"--output {output} is a folder, expected a file name")
+    if os.path.lexists(output) and not overwrite:
+        raise SystemExit(f"--output {output} already exists (an earlier summary); choose another name or add "
+                         f"--overwrite to replace it")
+
+
+def write_json(path: str, data: dict, overwrite: bool = False) -> None:
+    """Written to a temporary name and renamed when complete; without `overwrite` a file that appeared
+    under `path` meanwhile is kept (a hard link refuses an existing name)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise SystemExit(f"--output {path} appeared while the table was made; it was left as it is, the "
+                         f"summary is in {tmp}") from None
+    os.remove(tmp)
 
 
 def main(argv=None) -> dict:
@@ -137,9 +170,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--runs", nargs="+", metavar="SUMMARY_JSON",
                         help="several runs' summary.json: mean ± standard deviation over them")
     parser.add_argument("--output", default=None, help="write the summary here (default: none)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = parser.parse_args(argv)
     if (args.results_dir is None) == (args.runs is None):
         parser.error("give either RESULTS_DIR or --runs")
+    check_output(args.output, args.runs or [], args.overwrite)
     if args.runs:
         summary = aggregate(read_summaries(args.runs))
         print(f"{len(args.runs)} run(s); mean ± sample standard deviation")
@@ -153,9 +188,15 @@ def main(argv=None) -> dict:
             raise SystemExit(f"{args.results_dir}: no linear or kNN results JSON found")
     print(table(summary))
     if args.output:
-        write_json(args.output, summary)
+        write_json(args.output, summary, args.overwrite)
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (SystemExit, ValueError) as exc:    # one line naming the file; argparse's own exits pass through
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        print(f"comparison_table.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -5,6 +5,9 @@
 #
 # DIR defaults to $OUT when set, else runs/gpu_check-<date>. Parts, each with its own timeout so that
 # one failure does not hide the rest (a global budget skips what would run past 8 minutes):
+#   selfcheck   the start-up self-check every run makes on CUDA (bigru.check_model): the BiGRU
+#               implementation the runs use against the reference, float32 and under autocast; reported
+#               first in summary.txt (a failure means the runs fall back to the slow 'loop')
 #   info        GPU name, driver, torch/CUDA/cuDNN versions
 #   exactness   float32: the default BiGRU path (and 'custom', 'fused') against 'loop': features, loss
 #               and every gradient, train and eval mode, to 1e-5 of the magnitude; no per-call weight copy
@@ -26,7 +29,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --out) DIR="$2"; shift 2 ;;
         --cpu-dry-run) DRY=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument '$1' (expected --out DIR, --cpu-dry-run)" >&2; exit 2 ;;
     esac
 done
@@ -75,6 +78,31 @@ part() {
     printf '%-7s %-12s rc=%-3s %4ss  (%s.log)\n' "$status" "$name" "$rc" "$(( $(date +%s) - t0 ))" "$name" \
         | tee -a "$SUMMARY"
 }
+
+# ------------------------------------------------------------------------------------------ self-check
+part selfcheck 120 "$PY" - "$DEV" "$H" <<'EOF'
+"""The runs' start-up self-check (bigru.self_check) at the paper's encoder size, float32 and --amp."""
+import json
+import sys
+
+import torch
+
+import cmd_model
+from cli import devices
+from encoders import bigru
+
+device, hidden = torch.device(sys.argv[1]), int(sys.argv[2])
+gru = cmd_model.StepwiseGRU(150, hidden, 3).to(device)
+failed = 0
+for amp in dict.fromkeys((None, devices.amp_dtype(device))):
+    record = bigru.self_check(gru, device, amp)
+    print(json.dumps(record))
+    print(f"self-check: '{record['implementation']}' on {device}, autocast {record['autocast']}: "
+          f"{'PASS' if record['passed'] else 'FAIL: ' + record['reason']} (largest relative error "
+          f"{record['largest_error']:.2g}, {record['seconds']:.2f} s)")
+    failed += not record["passed"]
+sys.exit(failed)
+EOF
 
 # ------------------------------------------------------------------------------------------ info
 info() {
@@ -201,6 +229,7 @@ part linear 150 "$PY" action_classification.py "${EVAL[@]}" -b "$BATCH" --epochs
 # ------------------------------------------------------------------------------------------ summary
 {
     echo "total $(( $(date +%s) - START ))s; $FAILED part(s) did not pass"
+    if [ -f "$DIR/selfcheck.log" ]; then echo "--- selfcheck"; grep '^self-check' "$DIR/selfcheck.log"; fi
     if [ -f "$DIR/bench.log" ]; then echo "--- bench"; tail -n 12 "$DIR/bench.log"; fi
     if [ -f "$DIR/bench_amp.log" ]; then echo "--- bench_amp"; tail -n 8 "$DIR/bench_amp.log"; fi
     if [ -f "$DIR/exactness.log" ]; then echo "--- exactness"; tail -n 7 "$DIR/exactness.log"; fi

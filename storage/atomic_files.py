@@ -4,6 +4,7 @@ keeps only whole records, quiet removal and sha256 of a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,17 +55,28 @@ def atomic_write_json(path: str, obj, exclusive: bool = False) -> None:
 
 
 class JsonlLogger:
-    """Appends one JSON object per line; each line is flushed so a crash loses at most one record."""
+    """Appends one JSON object per line; each line is flushed so a crash loses at most one record. The
+    file is a regular file of its own: a symbolic link under its name is refused (run_folder.RunFolderError),
+    never followed, even one planted between two records."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, flag: str = "--checkpoint-path"):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path = path
+        self.path, self.flag = path, flag
+        run_folder.check_run_file(path, flag)
 
     def write(self, record: dict) -> None:
         """Append one record; a failed write is cut off again, so the file keeps only whole records."""
+        run_folder.check_run_file(self.path, self.flag)
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         try:
-            with open(self.path, "a") as f:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:            # a link planted since the check above
+                run_folder.check_run_file(self.path, self.flag)
+            raise
+        try:
+            with os.fdopen(fd, "a") as f:
                 f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
                 f.flush()
         except OSError as exc:

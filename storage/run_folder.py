@@ -7,11 +7,17 @@ is replaced only with `--overwrite`, and the check is made twice: before any wor
 published (`publish_new`: a hard link, which fails when the name appeared meanwhile), so a second run
 that wrote the same name in between is never replaced.
 
-While a run writes a folder it holds `<folder>/.lock` (pid, host, start time), created with O_EXCL so
-two runs cannot both take it. A lock whose process no longer runs on this host is recognised as stale
-and replaced with a message; one from another host cannot be checked from here, so the message says how
-to clear it by hand. A lock held by the calling process itself (an earlier run in the same Python
-process that raised) is taken over.
+While a run writes a folder it holds `<folder>/.lock` (pid, host, the time it was taken, and the
+process's own start time as /proc gives it), created with O_EXCL so two runs cannot both take it. A lock
+whose process no longer runs on this host is recognised as stale and replaced with a message, and so is
+one whose process id now belongs to another process (its start time differs from the recorded one, or,
+for a lock that records none, that process started after the lock was taken); one from another host
+cannot be checked from here, so the message says how to clear it by hand. A lock held by the calling
+process itself (an earlier run in the same Python process that raised) is taken over.
+
+The files a run appends to or rewrites in its folder (log.jsonl, config.json, ...) are regular files
+inside it: `check_run_file` refuses a symbolic link (or anything else) planted under such a name, so a
+run never writes through it to a file elsewhere.
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ import time
 from storage import write_faults
 
 LOCK_NAME = ".lock"
+# a process that started this much later than the lock it is said to hold is another process (seconds;
+# the lock is taken after the process starts, so a genuine holder always started before it)
+LOCK_START_SLACK_S = 2.0
 # what marks a folder as holding a run: checkpoints of pretraining or of action_classification.py
 RUN_MARKERS = ("checkpoint_*.pth.tar", "model_best.pth.tar")
 
@@ -111,7 +120,8 @@ class FolderLock:
         self.held = False
 
     def acquire(self) -> None:
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                 "process_start": process_start(os.getpid())}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -162,6 +172,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch, from /proc/PID/stat and the boot time in
+    /proc/stat); None where /proc cannot tell (another system, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])      # field 22, starttime, after the name
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _other_process(owner: dict, pid: int) -> str | None:
+    """Why the live process `pid` is not the run that took the lock `owner` (None: it may well be)."""
+    now = process_start(pid)
+    if now is None:
+        return None
+    recorded = owner.get("process_start")
+    if isinstance(recorded, (int, float)):
+        if abs(now - recorded) > 0.5:
+            return f"process {pid} now started at {_utc(now)}, the lock's at {_utc(recorded)}"
+        return None
+    taken = owner.get("started")
+    if isinstance(taken, (int, float)) and now > taken + LOCK_START_SLACK_S:
+        return f"process {pid} started at {_utc(now)}, after the lock was taken at {_utc(taken)}"
+    return None
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _check_lock(folder: str, remove_stale: bool = False) -> None:
     """Raise if another live run holds `folder`; report (and with remove_stale, remove) a stale lock."""
     path = os.path.join(folder, LOCK_NAME)
@@ -184,11 +227,19 @@ def _check_lock(folder: str, remove_stale: bool = False) -> None:
                       f"runs (an interrupted run)")
                 os.remove(path)
             return
-        raise RunFolderError(f"{folder} is in use by another run (process {pid} on this host, lock {path}); "
-                             f"wait for it to finish or stop it, or choose another folder")
+        reused = _other_process(owner, pid)
+        if reused is not None:
+            if remove_stale:
+                print(f"note: removing the stale lock {path}: its run (process {pid} on {host}) no longer "
+                      f"runs, and the process id now belongs to another process ({reused})")
+                os.remove(path)
+            return
+        since = owner.get("started")
+        when = f", since {_utc(since)}" if isinstance(since, (int, float)) else ""
+        raise RunFolderError(f"{folder} is in use by another run (process {pid} on this host{when}, lock "
+                             f"{path}); wait for it to finish or stop it, or choose another folder")
     started = owner.get("started")
-    when = (dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds")
-            if isinstance(started, (int, float)) else "an unknown time")
+    when = _utc(started) if isinstance(started, (int, float)) else "an unknown time"
     raise RunFolderError(f"{folder} is locked by process {pid} on host {host!r} since {when} ({path}); if "
                          f"no run is using this folder any more, delete {path} and start again")
 
@@ -232,6 +283,17 @@ def locked_folder(folder: str):
                 except OSError:
                     break
                 path = os.path.dirname(path)
+
+
+def check_run_file(path: str, flag: str = "--checkpoint-path") -> None:
+    """A file of a run folder that the run appends to or replaces must be absent or a regular file: a
+    symbolic link planted under its name (to a file elsewhere) is refused, never followed."""
+    if os.path.islink(path):
+        raise RunFolderError(f"{flag}: {path} is a symbolic link (to {os.readlink(path)}), expected the "
+                             f"run's own regular file; a run writes only inside its folder: replace the link "
+                             f"by the file itself, or move it away")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise RunFolderError(f"{flag}: {path} is not a regular file; move it away")
 
 
 def check_output_file(path: str | None, overwrite: bool, flag: str = "--output") -> None:

@@ -146,8 +146,10 @@ def test_lock_keeps_a_second_run_out_and_stale_locks_are_recognised(run_copy, ca
     lock = os.path.join(ck, run_folder.LOCK_NAME)
     other = _sleeper()
     try:          # a live run on this host
-        with open(lock, "w") as f:
-            f.write(f'{{"pid": {other.pid}, "host": "{socket.gethostname()}", "started": 0}}')
+        with open(lock, "w") as f:        # as that run's FolderLock writes it (pid, its start time)
+            started = run_folder.process_start(other.pid)
+            f.write(f'{{"pid": {other.pid}, "host": "{socket.gethostname()}", "started": {started}, '
+                    f'"process_start": {started}}}')
         before = snapshot(ck)
         rc, err = run_cli(pretrain_cmd, cli(data, ck, "--epochs", "3", "--resume", "auto",
                                             "--resume-allow-changes", "epochs"), capsys)

@@ -215,7 +215,10 @@ def test_browser_only_source_says_so_and_from_imports_a_file_or_archive(tmp_path
     member.write_bytes(released_checkpoint_bytes(seed=5))
     with tarfile.open(tmp_path / "one.tar.gz", "w:gz") as t:
         t.add(member, arcname="pretrained/checkpoint_0450.pth.tar")
-    assert run(tmp_path, str(two), "ntu60_cross_view", "--from", str(tmp_path / "one.tar.gz")) == 0
+    # (ntu60_cross_view is installed already: replaced only with --force, issue 25)
+    assert run(tmp_path, str(two), "ntu60_cross_view", "--from", str(tmp_path / "one.tar.gz")) == 2
+    assert installed(tmp_path, "ntu60_cross_view").read_bytes() == released_checkpoint_bytes(seed=3)
+    assert run(tmp_path, str(two), "ntu60_cross_view", "--from", str(tmp_path / "one.tar.gz"), "--force") == 0
     assert installed(tmp_path, "ntu60_cross_view").read_bytes() == released_checkpoint_bytes(seed=5)
 
 

@@ -6,8 +6,8 @@ import subprocess
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("info", "exactness", "bench", "bench_amp", "data", "pretrain", "pretrain_amp", "torchrun", "gloo",
-         "knn", "linear")
+PARTS = ("selfcheck", "info", "exactness", "bench", "bench_amp", "data", "pretrain", "pretrain_amp",
+         "torchrun", "gloo", "knn", "linear")
 
 
 @pytest.mark.slow
@@ -23,5 +23,7 @@ def test_gpu_check_cpu_dry_run_passes_every_part(tmp_path):
     assert proc.returncode == 0
     assert "0 part(s) did not pass" in summary
     assert "worst relative error" in (out / "exactness.log").read_text()
+    assert summary.splitlines()[1].startswith("PASS    selfcheck")          # reported first
+    assert "--- selfcheck\nself-check: 'custom' on cpu, autocast None: PASS" in summary
     for name in ("bench.json", "knn.json", "linear.json", "pretrain/checkpoint_last.pth.tar"):
         assert (out / name).exists(), name
