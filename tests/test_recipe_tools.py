@@ -173,10 +173,11 @@ def test_feature_spread_of_known_features():
     spread = training_monitor.feature_spread(eye, "bone")
     assert spread["monitor_cos_bone"] == pytest.approx(0.0)
     assert spread["monitor_std_bone"] == pytest.approx(float(eye.std(dim=0).mean()) * 2)
-    assert training_monitor.collapse_warning({"monitor_cos_joint": 0.95, "monitor_cos_bone": 0.2}, 3) \
+    assert training_monitor.collapse_warning({"monitor_cos_joint": 0.999, "monitor_cos_bone": 0.2}, 3) \
         .startswith("warning: epoch 3: the query features have collapsed (mean pairwise cosine of a fixed "
-                    "batch joint 0.950")
-    assert training_monitor.collapse_warning({"monitor_cos_joint": 0.5}, 3) is None
+                    "batch joint 0.999")
+    # a healthy run's values (NW-UCLA BiGRU: 0.82-0.94 in eval mode) do not warn
+    assert training_monitor.collapse_warning({"monitor_cos_joint": 0.94, "monitor_cos_motion": 0.5}, 3) is None
 
 
 def test_monitor_changes_nothing_and_its_1nn_matches_scikit_learn(tmp_path):
