@@ -7,7 +7,9 @@ A checkpoint is ours (`pretrain_cmd.py`, with an `args` dict) or a released CMD 
 `torch.load(weights_only=True)`. `--pretrained none` is the explicit random-initialisation baseline;
 a path that does not exist is an error (the released code silently trains from random weights then).
 The encoders are rebuilt from the checkpoint alone: ours records `{"encoder": name, "encoder_config": {...}}`;
-a released file has no record and is read as the BiGRU whose sizes its weight shapes give. Encoder flags
+a released file has no record and is read as the BiGRU whose sizes its weight shapes give. Our pretraining
+checkpoints also record the skeleton layout (`resolve_layout`), which a custom folder then uses without
+--layout. All of it is resolved once into a `cmd_model.ModelSpec` (`resolve_model_config`). Encoder flags
 on the command line may only repeat the record (or choose run-time options such as --gru-mode); with
 `--pretrained none` they and the encoder's defaults decide.
 """
