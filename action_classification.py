@@ -40,9 +40,9 @@ from storage import run_folder
 # resuming a run with one of these changed would silently mix two experiments
 _RESUME_MUST_MATCH = ("finetune_dataset", "protocol", "view", "finetune", "data_ratio", "class_balanced",
                       "encoder", "hidden_size", "lr", "batch_size", "epochs", "schedule", "momentum",
-                      "weight_decay", "seed", "subset_seed")
+                      "weight_decay", "seed", "subset_seed", "layout")
 # the fields the saved classifier's shape depends on: a resume cannot allow them to change
-_RESUME_FIXED = ("view", "encoder", "hidden_size")
+_RESUME_FIXED = ("view", "encoder", "hidden_size", "layout")
 SEMI_SUFFIX = "_semi"   # the released semi-supervised script's protocols: cross_subject_semi, cross_view_semi
 
 
@@ -383,11 +383,12 @@ def main(argv=None) -> dict:
     started = time.time()
     seeding.seed_everything(cfg.seed)
     device = evaluation.device_from_args(cfg)
-    benchmark, train_split, test_split = evaluation.load_benchmark(cfg)
     source = (evaluation.PretrainedSource(evaluation.RAW, None, {}, None, None)
               if cfg.pretrained == evaluation.RAW else evaluation.load_pretrained_source(cfg.pretrained))
+    layout = evaluation.resolve_layout(cfg, source)
+    benchmark, train_split, test_split = evaluation.load_benchmark(cfg, layout)
     model, model_config = evaluation.build_classifier(cfg, benchmark.num_class, source, device,
-                                                        train_split)
+                                                        train_split, layout)
     gru_check = bigru.check_model(model, device)           # before the first step (CUDA)
     optimizer = torch.optim.SGD(prepare_heads(model, linear=not cfg.finetune), lr=cfg.lr,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)

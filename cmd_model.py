@@ -237,29 +237,66 @@ def make_encoder_config(name: str, config=None, source: str | None = None, **ove
     return encoders.make_config(cls.Config, config, source=source or f"encoder {name!r}", **overrides)
 
 
-def layout_overrides(name: str, layout: str) -> dict:
-    """The config fields through which encoder `name` takes the skeleton `layout` (its Config's
-    `layout_fields`, e.g. num_joints; none for an encoder without one)."""
+def layout_overrides(name: str, layout) -> dict:
+    """The config fields through which encoder `name` takes the skeleton `layout` (a Layout or a built-in
+    name; its Config's `layout_fields`, e.g. num_joints; none for an encoder without one)."""
     fields = getattr(encoder_class(name).Config, "layout_fields", None)
     return fields(graph.get_layout(layout)) if fields else {}
 
 
-def check_layout(name: str, config, layout: str) -> None:
+def check_layout(name: str, config, layout) -> None:
     """ValueError when the encoder config was made for another skeleton than `layout`."""
+    layout = graph.get_layout(layout)
     for key, value in layout_overrides(name, layout).items():
         if getattr(config, key) != value:
-            raise ValueError(f"encoder {name!r} has {key} = {getattr(config, key)!r}, but the data's "
-                             f"skeleton layout {layout!r} needs {value!r}")
+            shown = value if isinstance(value, (int, str)) else f"layout {layout.name!r} as recorded"
+            raise ValueError(f"encoder {name!r} has {key} = {_short(getattr(config, key))}, but the data's "
+                             f"skeleton layout {layout.name!r} needs {shown!r}")
 
 
-def _layout_config(name: str, config, layout: str, overrides: dict):
-    """The encoder config of a model for `layout`: the defaults for it when `config` is None, else
-    `config` (which must fit it), with `overrides` applied."""
+def _short(value) -> str:
+    return repr(value) if not isinstance(value, dict) else f"layout {value.get('name')!r} (recorded)"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model's configuration, resolved once (from the flags, the data's skeleton layout and a
+    checkpoint's record) and handed on as it is: to the memory estimates, `CMD` / `CMDClassifier` and the
+    checkpoint record. `origin` says where the encoder config came from."""
+    encoder: str
+    config: object
+    layout: graph.Layout
+    origin: str = "command line and defaults"
+
+    def encoder_record(self) -> dict:
+        return encoder_record(self.encoder, self.config)
+
+    def record(self) -> dict:
+        """What a pretraining checkpoint records of the model: the encoder record and the layout itself."""
+        return {**self.encoder_record(), "layout": self.layout.record()}
+
+
+def model_spec(encoder: str = DEFAULT_ENCODER, layout="ntu", config=None, overrides: dict | None = None,
+               origin: str = "command line and defaults") -> ModelSpec:
+    """The spec of a model for `layout` (a Layout, a built-in name or a record): the encoder's defaults
+    for that skeleton when `config` is None, else `config` (a config or a recorded dict, which must fit
+    it), with `overrides` (config fields) applied."""
+    layout = graph.get_layout(layout)
+    overrides = dict(overrides or {})
     if config is None:
-        overrides = {**layout_overrides(name, layout), **overrides}
-    config = make_encoder_config(name, config, **overrides)
-    check_layout(name, config, layout)
-    return config
+        overrides = {**layout_overrides(encoder, layout), **overrides}
+    config = make_encoder_config(encoder, config, source=f"encoder {encoder!r} ({origin})", **overrides)
+    check_layout(encoder, config, layout)
+    return ModelSpec(encoder, config, layout, origin)
+
+
+def _spec_of(spec, encoder, encoder_config, layout, overrides) -> ModelSpec:
+    """`spec` itself, or the spec the keyword arguments describe (the models' short form); not both."""
+    if spec is None:
+        return model_spec(encoder, layout, encoder_config, overrides)
+    if encoder_config is not None or overrides:
+        raise ValueError("give either a ModelSpec or the encoder config and overrides, not both")
+    return spec
 
 
 def build_encoder(name: str, num_class: int, mlp: bool = False, config=None, **overrides) -> nn.Module:
@@ -283,18 +320,18 @@ def encoder_overrides(name: str, args) -> dict:
     return encoders.overrides_from_args(ENCODERS, name, args)
 
 
-def pretraining_bytes(encoder: str, config, dim: int, K: int, mlp: bool, batch: int) -> int:
+def pretraining_bytes(spec: ModelSpec, dim: int, K: int, mlp: bool, batch: int) -> int:
     """Bytes that CMD pretraining holds at the least, in float32: six encoders' weights, the three query
     encoders' gradients and SGD momentum, three (dim, K) queues, and a step's (batch, K) similarity
     matrices (student, teacher, logits and their gradient per modality). Activations come on top."""
-    per_encoder = encoder_class(encoder).tensor_count(config, dim, mlp)
+    per_encoder = encoder_class(spec.encoder).tensor_count(spec.config, dim, mlp)
     return 4 * (6 * per_encoder + 3 * 2 * per_encoder + 3 * dim * K + 3 * 4 * batch * K)
 
 
-def classifier_bytes(encoder: str, config, num_class: int, trained_encoders: int) -> int:
+def classifier_bytes(spec: ModelSpec, num_class: int, trained_encoders: int) -> int:
     """Bytes that a CMDClassifier holds at the least, in float32: three encoders with their heads, plus
     gradients and SGD momentum of the `trained_encoders` that fine-tuning trains."""
-    per_encoder = encoder_class(encoder).tensor_count(config, num_class)
+    per_encoder = encoder_class(spec.encoder).tensor_count(spec.config, num_class)
     return 4 * (3 + 2 * trained_encoders) * per_encoder
 
 
@@ -395,10 +432,11 @@ class CMD(nn.Module):
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, encoder_config=None, dim: int = 128, K: int = 16384,
                  m: float = 0.999, T: float = 0.07, teacher_T: float = 0.05, student_T: float = 0.1,
-                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, layout: str = "ntu",
-                 shuffle_bn: int = 1, **encoder_overrides):
-        """`encoder_config` (a config or a recorded dict; default: the encoder's defaults for `layout`)
-        with `encoder_overrides` (config fields, e.g. hidden_size=16) applied, for all six encoders.
+                 cmd_weight: float = 1.0, topk: int = 1024, mlp: bool = False, layout="ntu",
+                 shuffle_bn: int = 1, spec: ModelSpec | None = None, **encoder_overrides):
+        """The six encoders of `spec` (the commands' way in), or the short form: `encoder_config` (a config
+        or a recorded dict; default: the encoder's defaults for `layout`) with `encoder_overrides` (config
+        fields, e.g. hidden_size=16) applied.
         `shuffle_bn` > 1 encodes each batch in that many groups, the keys in a random order (see
         `encode_in_groups`); 1 is the released single-batch forward."""
         super().__init__()
@@ -407,8 +445,10 @@ class CMD(nn.Module):
         if shuffle_bn < 1:
             raise ValueError(f"shuffle_bn={shuffle_bn} must be at least 1 (1: off)")
         self.shuffle_bn = shuffle_bn
-        self.encoder_name, self.layout = encoder, graph.get_layout(layout)
-        self.encoder_config = _layout_config(encoder, encoder_config, layout, encoder_overrides)
+        self.spec = _spec_of(spec, encoder, encoder_config, layout, encoder_overrides)
+        self.encoder_name, self.encoder_config = self.spec.encoder, self.spec.config
+        self.layout = self.spec.layout
+        encoder = self.encoder_name
         self.K, self.m, self.T = K, m, T
         self.teacher_T, self.student_T = teacher_T, student_T
         self.cmd_weight, self.topk = cmd_weight, topk
@@ -426,7 +466,7 @@ class CMD(nn.Module):
                                          [self.POINTER[m_] for m_ in MODALITIES], dim, K)
 
     def encoder_record(self) -> dict:
-        return encoder_record(self.encoder_name, self.encoder_config)
+        return self.spec.encoder_record()
 
     def query_encoder(self, modality: str) -> nn.Module:
         return getattr(self, self.QUERY[modality])
@@ -474,19 +514,21 @@ class CMDClassifier(nn.Module):
     VIEWS = MODALITIES + ("all",)
 
     def __init__(self, num_class: int, encoder: str = DEFAULT_ENCODER, view: str = "joint",
-                 encoder_config=None, layout: str = "ntu", **encoder_overrides):
+                 encoder_config=None, layout="ntu", spec: ModelSpec | None = None, **encoder_overrides):
+        """The encoders of `spec`, or of the short form (as CMD's)."""
         super().__init__()
         if view not in self.VIEWS:
             raise ValueError(f"unknown view {view!r}; expected one of {self.VIEWS}")
         self.view = view
-        self.encoder_name, self.layout = encoder, graph.get_layout(layout)
-        self.encoder_config = _layout_config(encoder, encoder_config, layout, encoder_overrides)
+        self.spec = _spec_of(spec, encoder, encoder_config, layout, encoder_overrides)
+        self.encoder_name, self.encoder_config = self.spec.encoder, self.spec.config
+        self.layout = self.spec.layout
         for mod in MODALITIES:
             setattr(self, self.ENCODER_NAMES[mod],
-                    build_encoder(encoder, num_class, config=self.encoder_config))
+                    build_encoder(self.encoder_name, num_class, config=self.encoder_config))
 
     def encoder_record(self) -> dict:
-        return encoder_record(self.encoder_name, self.encoder_config)
+        return self.spec.encoder_record()
 
     def _modalities(self) -> tuple[str, ...]:
         return MODALITIES if self.view == "all" else (self.view,)

@@ -121,7 +121,7 @@ def _read_labels(path: str) -> tuple[list[str], np.ndarray]:
     return [str(n) for n in names], labels.astype(np.int64)
 
 
-def load_split(folder: str, part: str, num_class: int | None = None, layout: str = "ntu") -> SkeletonSplit:
+def load_split(folder: str, part: str, num_class: int | None = None, layout="ntu") -> SkeletonSplit:
     """Memory-map one part of a prepared benchmark and check that its three files agree with each other,
     with the joints of `layout` and (when given, dataset_table.DatasetEntry.num_class) with `num_class`.
     Without `num_class` (a custom folder) the split's num_class is its largest label + 1."""
@@ -140,6 +140,12 @@ def load_split(folder: str, part: str, num_class: int | None = None, layout: str
         raise ValueError(f"{paths['data']}: not a readable .npy file ({e})") from e
     if data.dtype != np.float32:
         raise ValueError(f"{paths['data']}: dtype {data.dtype}, expected float32")
+    wrong_joints = data.ndim == 5 and data.shape[1] == 3 and data.shape[3] != num_joints
+    if wrong_joints and data.shape[4] == NUM_PERSONS:
+        raise ValueError(f"{folder}: the clips have {data.shape[3]} joints, but layout {layout.name!r} has "
+                         f"{num_joints}: {paths['data']} shape {data.shape}, expected "
+                         f"(N, 3, T, {num_joints}, {NUM_PERSONS}) (layout {layout.name!r}); a custom folder "
+                         f"names its layout with --layout NAME|FILE.json")
     if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != num_joints or data.shape[4] != NUM_PERSONS:
         raise ValueError(f"{paths['data']}: shape {data.shape}, expected "
                          f"(N, 3, T, {num_joints}, {NUM_PERSONS}) (layout {layout.name!r})")

@@ -3,7 +3,7 @@
     python draw_skeleton.py --dataset ntu60 --protocol cross_subject --clips 0 S001C001P001R001A001
     python draw_skeleton.py --dataset nw_ucla --part val --clips a01_s01_e00_v03 --modality bone
     python draw_skeleton.py --dataset synthetic --clips 3 --augmented     (the two pretraining views)
-    python draw_skeleton.py --dataset custom --data-dir DIR --clips 0
+    python draw_skeleton.py --dataset custom --data-dir DIR --layout nw_ucla --clips 0
 
 A benchmark is named as everywhere else (`--dataset`, also spelled `--finetune-dataset` or
 `--pre-dataset`, with `--protocol` and `--data-dir`); a clip by its index in the part or by its sample
@@ -445,10 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", "--finetune-dataset", "--pre-dataset", dest="dataset", default="ntu60",
                    choices=dataset_table.dataset_names(),
-                   help="benchmark to draw from; 'custom' reads --data-dir itself (NTU layout)")
+                   help="benchmark to draw from; 'custom' reads --data-dir itself (layout: --layout)")
     p.add_argument("--protocol", default=None, choices=dataset_table.protocol_names(),
                    help="default: the dataset's first protocol")
     p.add_argument("--data-dir", default="./data", help="root of the prepared data (see prepare_data.py)")
+    dataset_table.add_layout_argument(p)
     p.add_argument("--part", default="train", choices=dataset.PARTS, help="train, or val (the test split)")
     p.add_argument("--clips", nargs="+", default=["0"], metavar="INDEX|NAME",
                    help="clips to draw: indices in the part or sample names (default: 0)")
@@ -483,12 +484,12 @@ def main(argv=None) -> list[str]:
     require_matplotlib()
     entry = None if args.dataset == dataset_table.CUSTOM else dataset_table.get(args.dataset)
     protocol = args.protocol or (next(iter(entry.protocols)) if entry else "custom")
-    benchmark = dataset_table.resolve_benchmark(args.dataset, protocol, args.data_dir)
+    layout = dataset_table.resolve_layout(args.dataset, args.layout)
+    benchmark = dataset_table.resolve_benchmark(args.dataset, protocol, args.data_dir, layout)
     if not os.path.isdir(benchmark.folder):
         raise FileNotFoundError(f"{benchmark.folder}: no such folder (prepare the benchmark with "
                                 f"prepare_data.py, or pass --data-dir)")
-    split = dataset.load_split(benchmark.folder, args.part, benchmark.num_class, benchmark.layout)
-    layout = graph.get_layout(benchmark.layout)
+    split = dataset.load_split(benchmark.folder, args.part, benchmark.num_class, layout)
     indices = resolve_clips(split, args.clips)
     outputs = []
     for index in indices:

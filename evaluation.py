@@ -7,7 +7,9 @@ A checkpoint is ours (`pretrain_cmd.py`, with an `args` dict) or a released CMD 
 `torch.load(weights_only=True)`. `--pretrained none` is the explicit random-initialisation baseline;
 a path that does not exist is an error (the released code silently trains from random weights then).
 The encoders are rebuilt from the checkpoint alone: ours records `{"encoder": name, "encoder_config": {...}}`;
-a released file has no record and is read as the BiGRU whose sizes its weight shapes give. Encoder flags
+a released file has no record and is read as the BiGRU whose sizes its weight shapes give. Our pretraining
+checkpoints also record the skeleton layout (`resolve_layout`), which a custom folder then uses without
+--layout. All of it is resolved once into a `cmd_model.ModelSpec` (`resolve_model_config`). Encoder flags
 on the command line may only repeat the record (or choose run-time options such as --gru-mode); with
 `--pretrained none` they and the encoder's defaults decide.
 """
@@ -44,6 +46,7 @@ def add_common_arguments(parser, protocols=None) -> None:
                         choices=protocols or dataset_table.protocol_names())
     parser.add_argument("--data-dir", default="./data",
                         help="root of the prepared data (see prepare_data.py)")
+    dataset_table.add_layout_argument(parser)
     parser.add_argument("--view", default="joint", choices=cmd_model.CMDClassifier.VIEWS,
                         help="stream to evaluate; 'all' is the 3-stream fusion (mean of the heads' logits)")
     parser.add_argument("--finetune-skeleton-representation", default="graph-based",
@@ -103,11 +106,14 @@ def device_from_args(args) -> torch.device:
 # data
 
 
-def load_benchmark(args) -> tuple[dataset_table.Benchmark, dataset.SkeletonSplit, dataset.SkeletonSplit]:
-    """The benchmark, its training split and its test split ('val' on disk); num_class filled in."""
-    benchmark = dataset_table.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir)
+def load_benchmark(args, layout: graph.Layout | None = None
+                   ) -> tuple[dataset_table.Benchmark, dataset.SkeletonSplit, dataset.SkeletonSplit]:
+    """The benchmark, its training split and its test split ('val' on disk); num_class filled in. `layout`
+    (resolve_layout): the skeleton of a custom folder (default: --layout, else NTU's)."""
+    layout = layout or dataset_table.resolve_layout(args.finetune_dataset, getattr(args, "layout", None))
+    benchmark = dataset_table.resolve_benchmark(args.finetune_dataset, args.protocol, args.data_dir, layout)
     train_split, test_split = (dataset.load_split(benchmark.folder, part, benchmark.num_class,
-                                                  benchmark.layout) for part in ("train", "val"))
+                                                  benchmark.skeleton) for part in ("train", "val"))
     for split in (train_split, test_split):
         if len(split) == 0:
             raise ValueError(f"{split.path}: the split holds no clips")
@@ -158,6 +164,7 @@ class PretrainedSource:
     sha256: str | None
     epoch: int | None
     record: dict | None = None       # {"encoder", "encoder_config"} of ours; None in released files
+    layout: dict | None = None       # the recorded skeleton layout (graph.Layout.record); None: none
 
 
 def clip_window(args, source: PretrainedSource) -> int:
@@ -186,7 +193,7 @@ def load_pretrained_source(path: str) -> PretrainedSource:
     epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
     return PretrainedSource(path, state_dict, dict(ckpt_args), atomic_files.sha256_file(path),
                             int(epoch) if isinstance(epoch, (int, float)) else None,
-                            checkpoints.encoder_record(ckpt, path))
+                            checkpoints.encoder_record(ckpt, path), checkpoints.layout_record(ckpt, path))
 
 
 def released_weights_config(state_dict: dict) -> dict | None:
@@ -202,12 +209,30 @@ def released_weights_config(state_dict: dict) -> dict | None:
     return None
 
 
-def resolve_model_config(args, source: PretrainedSource) -> dict:
-    """The encoder name and config to build, and where they came from ('checkpoint record', 'checkpoint
-    weights' for released files, 'command line and defaults' for --pretrained none).
+def resolve_layout(args, source: PretrainedSource) -> graph.Layout:
+    """The skeleton layout of the evaluation: --layout, else the checkpoint's record (for a custom folder),
+    else the dataset's. A --layout, or a dataset's layout, that contradicts the record is a ValueError
+    naming both."""
+    given = getattr(args, "layout", None)
+    recorded = (graph.layout_from_description(source.layout, f"{source.path}: the recorded layout")
+                if source.layout is not None else None)
+    layout = dataset_table.resolve_layout(args.finetune_dataset, given, fallback=recorded)
+    if recorded is not None and layout != recorded:
+        told = f"--layout {given}" if given is not None else f"dataset {args.finetune_dataset}'s layout"
+        raise ValueError(f"{source.path} was pretrained on layout {recorded.name!r} ({recorded.num_joints} "
+                         f"joints), but {told} is layout {layout.name!r} ({layout.num_joints} joints)")
+    return layout
+
+
+def resolve_model_config(args, source: PretrainedSource, layout: graph.Layout | None = None
+                         ) -> cmd_model.ModelSpec:
+    """The model to build (cmd_model.ModelSpec): the encoder name and config, the skeleton `layout`
+    (default: resolve_layout) and where the config came from ('checkpoint record', 'checkpoint weights'
+    for released files, 'command line and defaults' for --pretrained none).
 
     Flags that contradict the checkpoint are a ValueError naming both values.
     """
+    layout = layout or resolve_layout(args, source)
     cmd_model.check_skeleton_representation(getattr(args, "finetune_skeleton_representation", None),
                                             "--finetune-skeleton-representation")
     cli_encoder = args.encoder
@@ -222,7 +247,7 @@ def resolve_model_config(args, source: PretrainedSource) -> dict:
         name = cmd_model.DEFAULT_ENCODER
     else:       # the defaults for the benchmark's skeleton (joint count, graph), then the flags
         name, origin = cli_encoder or cmd_model.DEFAULT_ENCODER, "command line and defaults"
-        recorded = cmd_model.layout_overrides(name, dataset_table.layout_of(args.finetune_dataset))
+        recorded = cmd_model.layout_overrides(name, layout)
     if cli_encoder is not None and cli_encoder != name:
         raise ValueError(f"{source.path} holds encoder {name!r} ({origin}), but --encoder {cli_encoder} "
                          f"was given")
@@ -236,28 +261,26 @@ def resolve_model_config(args, source: PretrainedSource) -> dict:
             flag = next(f.option for f in cmd_model.ENCODERS[name].FLAGS if f.field == field)
             raise ValueError(f"{source.path} was pretrained with {name} {field} = {recorded[field]!r} "
                              f"({origin}), but {flag} {value} was given")
-    config = cmd_model.make_encoder_config(name, config, **overrides)
-    return {"encoder": name, "encoder_config": config, "origin": origin}
+    return cmd_model.model_spec(name, layout, config, overrides, origin)
 
 
 def build_classifier(args, num_class: int, source: PretrainedSource, device: torch.device,
-                     train_split: dataset.SkeletonSplit | None = None):
+                     train_split: dataset.SkeletonSplit | None = None, layout: graph.Layout | None = None):
     """CMDClassifier for args.view with the checkpoint's query encoders loaded (heads stay new).
 
     A random encoder (--pretrained none) gets BatchNorm statistics estimated on `train_split`: with the
     statistics it was initialised with (mean 0, variance 1), an ST-GCN's eval-mode features are nearly
     constant (std ~1e-8), which puts its linear probe at chance and makes the baseline unfair."""
+    layout = layout or resolve_layout(args, source)
     if source.path == "raw":
-        return raw_probe(args, num_class, device, train_split)
-    config = dict(resolve_model_config(args, source), window=clip_window(args, source))
+        return raw_probe(args, num_class, device, train_split, layout)
+    spec = resolve_model_config(args, source, layout)
+    config = model_info(spec, clip_window(args, source))
     trained = 0 if not getattr(args, "finetune", False) else (3 if args.view == "all" else 1)
-    machine.check_memory(cmd_model.classifier_bytes(config["encoder"], config["encoder_config"], num_class,
-                                                    trained), device,
-                         f"the classifier ({config['encoder']} encoders, {num_class} classes)",
+    machine.check_memory(cmd_model.classifier_bytes(spec, num_class, trained), device,
+                         f"the classifier ({spec.encoder} encoders, {num_class} classes)",
                          "lower the encoder's sizes (--hidden-size, ...) or check the labels' range")
-    model = cmd_model.CMDClassifier(num_class, encoder=config["encoder"], view=args.view,
-                                    encoder_config=config["encoder_config"],
-                                    layout=dataset_table.layout_of(args.finetune_dataset))
+    model = cmd_model.CMDClassifier(num_class, view=args.view, spec=spec)
     if source.state_dict is not None:
         model.load_pretrained(source.state_dict, source=source.path)
     model = model.to(device)
@@ -270,6 +293,16 @@ def build_classifier(args, num_class: int, source: PretrainedSource, device: tor
             config = {**config, "batchnorm_statistics": note}
             print(f"=> random encoder: BatchNorm statistics estimated on {count} training clips")
     return model, config
+
+
+def model_info(spec: cmd_model.ModelSpec | None, window: int, layout: graph.Layout | None = None) -> dict:
+    """What the results files record of the model (reports.results_record): encoder, its config, where
+    that came from, the clips' window and the layout's record; `spec` None: the raw coordinates."""
+    if spec is None:
+        return {"encoder": RAW, "encoder_config": None, "origin": {}, "window": window,
+                "layout": layout.record()}
+    return {"encoder": spec.encoder, "encoder_config": spec.config, "origin": spec.origin, "window": window,
+            "layout": spec.layout.record()}
 
 
 def batchnorm_layers(model: torch.nn.Module) -> list:
@@ -318,7 +351,7 @@ class RawCoordinates(torch.nn.Module):
     are estimated on the training clips, as for a random encoder's) and one Linear head; view 'all' fuses
     the streams' logits by their mean, as CMDClassifier does."""
 
-    def __init__(self, view: str, layout: str = "ntu", num_class: int | None = None,
+    def __init__(self, view: str, layout="ntu", num_class: int | None = None,
                  window: int = dataset.WINDOW):
         super().__init__()
         self.view, self.layout = view, graph.get_layout(layout)
@@ -332,8 +365,8 @@ class RawCoordinates(torch.nn.Module):
         return cmd_model.MODALITIES if self.view == "all" else (self.view,)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([cmd_model.to_modality(x, mod, self.layout).flatten(1) for mod in self._modalities()],
-                         dim=1)
+        return torch.cat([cmd_model.to_modality(x, mod, self.layout).flatten(1)
+                          for mod in self._modalities()], dim=1)
 
     def view_encoders(self) -> list:
         return list(self.norm.values())
@@ -354,13 +387,15 @@ class RawCoordinates(torch.nn.Module):
         return self.fuse_logits(self.stream_logits(x))
 
 
-def raw_probe(args, num_class: int, device: torch.device, train_split) -> tuple:
+def raw_probe(args, num_class: int, device: torch.device, train_split,
+              layout: graph.Layout | None = None) -> tuple:
     """The raw coordinates' linear probe (RawCoordinates with a head), standardised by the mean and the
-    (unbiased) variance of the training clips' features, per dimension."""
+    (unbiased) variance of the training clips' features, per dimension. `layout`: default the dataset's
+    (--layout for a custom folder)."""
+    layout = layout or dataset_table.resolve_layout(args.finetune_dataset, getattr(args, "layout", None))
     if getattr(args, "finetune", False):
         raise ValueError("--pretrained raw has no encoder to fine-tune: use it with linear evaluation")
     window = getattr(args, "window", None) or dataset.WINDOW
-    layout = dataset_table.layout_of(args.finetune_dataset)
     model = RawCoordinates(args.view, layout, num_class, window).to(device)
     loader = make_loader(train_split, train=False, batch_size=args.batch_size, workers=args.workers,
                          device=device, shuffle=False, window=window)
@@ -380,7 +415,7 @@ def raw_probe(args, num_class: int, device: torch.device, train_split) -> tuple:
             var = (squares[m] - count * mean * mean).clamp(min=0) / max(count - 1, 1)
             norm.running_mean.copy_(mean)
             norm.running_var.copy_(var)
-    return model, {"encoder": RAW, "encoder_config": None, "origin": {}, "window": window,
+    return model, {**model_info(None, window, model.layout),
                    "batchnorm_statistics": f"standardisation by the mean and variance of {count} training "
                                            f"clips"}
 

@@ -150,19 +150,19 @@ def main(argv=None) -> dict:
     started = time.time()
     seeding.seed_everything(args.seed)
     device = evaluation.device_from_args(args)
-    benchmark, train_split, test_split = evaluation.load_benchmark(args)
+    source = (evaluation.PretrainedSource(evaluation.RAW, None, {}, None, None)
+              if args.pretrained == evaluation.RAW else evaluation.load_pretrained_source(args.pretrained))
+    layout = evaluation.resolve_layout(args, source)
+    benchmark, train_split, test_split = evaluation.load_benchmark(args, layout)
     if max(args.knn_neighbours) > len(train_split):
         raise ValueError(f"--knn-neighbours {max(args.knn_neighbours)} is larger than the training set "
                          f"({len(train_split)} clips in {train_split.path})")
     if args.pretrained == evaluation.RAW:       # no encoder: the coordinates themselves
-        source = evaluation.PretrainedSource(evaluation.RAW, None, {}, None, None)
-        model = evaluation.RawCoordinates(args.view, benchmark.layout)
-        model_info = {"encoder": evaluation.RAW, "encoder_config": None, "origin": {},
-                      "window": args.window or dataset.WINDOW}
+        model = evaluation.RawCoordinates(args.view, layout)
+        model_info = evaluation.model_info(None, args.window or dataset.WINDOW, layout)
     else:
-        source = evaluation.load_pretrained_source(args.pretrained)
         model, model_info = evaluation.build_classifier(args, benchmark.num_class, source, device,
-                                                          train_split)
+                                                          train_split, layout)
     gru_check = bigru.check_model(model, device)            # before the features are computed (CUDA)
     model.eval()
 

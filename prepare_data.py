@@ -6,13 +6,16 @@
     python prepare_data.py pku_v2 --root RAW/pku_mmd_v2      (skeleton/, label/, cross_subject_v2.txt ...)
     python prepare_data.py nw_ucla --raw-dir RAW/all_sqe     (aAA_sSS_eEE_vVV.json)
     python prepare_data.py synthetic                       (generate the built-in dataset, then convert it)
+    python prepare_data.py arrays --clips DIR --labels labels.csv --layout FILE.json --out data/mine
+                                                   (numpy arrays of any skeleton layout; readers/arrays.py)
 
 The subcommands are the datasets of dataset_table.py (`pku1`, `pku2`: the released names of pku_v1,
-pku_v2); each reads its raw format with a reader of readers/. Per benchmark and part,
-`{part}_data_joint.npy` float32 (N, 3, 300, V, 2), `{part}_label.pkl` = (sample_names, labels) and
-`{part}_num_frame.npy` land in `--out/<xsub|xview|xsetup>/`. Each file is parsed and normalised once
-(vectorised numpy, in `--workers` processes) and written straight into memory-mapped outputs under
-temporary names, renamed when whole, so memory stays at a few clips.
+pku_v2), and `arrays` for skeletons of any layout; each reads its raw format with a reader of readers/.
+Per benchmark and part, `{part}_data_joint.npy` float32 (N, 3, 300, V, 2), `{part}_label.pkl` =
+(sample_names, labels) and `{part}_num_frame.npy` land in `--out/<xsub|xview|xsetup>/` (`arrays`:
+in `--out` itself). Each file is parsed and normalised once (vectorised numpy, in `--workers`
+processes) and written straight into memory-mapped outputs under temporary names, renamed when whole,
+so memory stays at a few clips.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ import graph
 from cli import cli_errors, flag_values, machine
 from readers import Job, RAW_FORMATS, Sample, SkeletonFileError, dataset_table
 from storage import atomic_files, run_folder, write_faults
+
+ARRAYS = "arrays"      # the subcommand (and raw format) of skeletons in numpy arrays, any layout
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true",
                        help="replace prepared files that --out already holds for these benchmarks")
         RAW_FORMATS[entry.raw_format].add_arguments(p, entry)
+    p = sub.add_parser(ARRAYS, help="numpy arrays of any skeleton layout (readers/arrays.py)")
+    p.add_argument("--out", required=True, help="the prepared folder (train_data_joint.npy, ... in it), "
+                                                "read with --pre-dataset custom --data-dir OUT --layout ...")
+    p.add_argument("--workers", type=flag_values.worker_processes,
+                   default=max(1, min(8, machine.usable_cores())),
+                   help="processes checking and normalising clips (default: the usable cores, at most 8)")
+    p.add_argument("--skip-bad", action="store_true", help="log and skip malformed clips instead of failing")
+    p.add_argument("--overwrite", action="store_true", help="replace prepared files that --out already holds")
+    RAW_FORMATS[ARRAYS].add_arguments(p)
     return parser
 
 
@@ -311,8 +325,25 @@ def check_prepared(out: str, folders: list[str], overwrite: bool) -> None:
                                         f"to replace it, or choose another --out")
 
 
+def prepare_arrays(args) -> dict:
+    """`prepare_data.py arrays`: the clips of --clips into the one folder --out (readers/arrays.py)."""
+    out = os.path.normpath(args.out)
+    parent, folder = os.path.dirname(out) or ".", os.path.basename(out)
+    run_folder.check_writable_folder(out, "--out")
+    check_prepared(parent, [folder], args.overwrite)
+    with run_folder.locked_folder(out):
+        jobs = RAW_FORMATS[ARRAYS].jobs(args, None, {folder: None}, parent)
+        report = convert(jobs, parent, [folder], workers=args.workers, skip_bad=args.skip_bad, desc=ARRAYS,
+                         num_joints=jobs[0].options["joints"])
+    for key, count in sorted(report["written"].items()):
+        print(f"{os.path.join(parent, key)}: {count} samples")
+    return report
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.dataset == ARRAYS:
+        return prepare_arrays(args)
     entry = dataset_table.get(args.dataset)
     out = args.out or os.path.join("data", entry.name)
     run_folder.check_writable_folder(out, "--out")

@@ -132,6 +132,7 @@ def _add_our_flags(p) -> None:
     p.add_argument("--data-dir", default="./data", type=str,
                    help="root of the prepared data (<data-dir>/<dataset>/<xsub|xview|xsetup>/); with "
                         "--pre-dataset custom, the folder holding train_data_joint.npy itself")
+    dataset_table.add_layout_argument(p)
     cmd_model.add_encoder_arguments(p)
     p.add_argument("--device", default="auto", type=str,
                    help="auto (this process's CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
@@ -200,13 +201,14 @@ def augment_options(args) -> augment.PretrainAugment:
                                    rotate=args.aug_rotate, noise=args.aug_noise)
 
 
-def encoder_from_args(args):
-    """(encoder name, its config) that the flags choose: --encoder (default bigru, whatever the released
-    --skeleton-representation graph-based says) and that encoder's flags over its config defaults."""
+def encoder_from_args(args) -> cmd_model.ModelSpec:
+    """The model the flags choose (cmd_model.ModelSpec): --encoder (default bigru, whatever the released
+    --skeleton-representation graph-based says), that encoder's flags over its defaults for the data's
+    skeleton layout (the dataset's, or --layout for a custom folder)."""
     cmd_model.check_skeleton_representation(args.skeleton_representation, "--skeleton-representation")
     name = args.encoder or cmd_model.DEFAULT_ENCODER
-    layout = cmd_model.layout_overrides(name, dataset_table.layout_of(args.pre_dataset))
-    return name, cmd_model.make_encoder_config(name, **layout, **cmd_model.encoder_overrides(name, args))
+    layout = dataset_table.resolve_layout(args.pre_dataset, getattr(args, "layout", None))
+    return cmd_model.model_spec(name, layout, overrides=cmd_model.encoder_overrides(name, args))
 
 
 @dataclass
@@ -225,7 +227,7 @@ class Config:
     dist: distributed.DistInfo
     device: torch.device
     amp_dtype: torch.dtype | None   # what --amp autocasts to; None: float32
-    encoder_config: object
+    spec: cmd_model.ModelSpec       # the model: encoder, its config, the skeleton layout
     data_folder: str
     identity: dict                  # what a resume must keep (resume_check.PRETRAIN_FIELDS)
 
@@ -235,7 +237,7 @@ class Config:
 
     @property
     def encoder_record(self) -> dict:
-        return cmd_model.encoder_record(self.args.encoder, self.encoder_config)
+        return self.spec.encoder_record()
 
 
 @dataclass(frozen=True)
@@ -245,10 +247,10 @@ class Resume:
     changes: list                   # the differences --resume-allow-changes allowed (resume_check)
 
 
-def check_flags(args, world: int) -> tuple[str, object]:
-    """(encoder name, encoder config) of valid flags; UsageError naming the first bad one otherwise."""
+def check_flags(args, world: int) -> cmd_model.ModelSpec:
+    """The model spec of valid flags; UsageError naming the first bad one otherwise."""
     try:
-        name, config = encoder_from_args(args)
+        spec = encoder_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if args.batch_size % world:
@@ -266,15 +268,14 @@ def check_flags(args, world: int) -> tuple[str, object]:
     if args.batch_size // world < 2 * args.shuffle_bn:
         raise UsageError(f"--shuffle-bn {args.shuffle_bn}: expected 1 (off) or a group count that leaves at "
                          f"least 2 clips per group of each process's batch ({args.batch_size // world})")
-    return name, config
+    return spec
 
 
-def check_memory(args, encoder: str, encoder_config, device: torch.device, per_rank_batch: int) -> None:
+def check_memory(args, spec: cmd_model.ModelSpec, device: torch.device, per_rank_batch: int) -> None:
     """Refuse sizes whose model and queues cannot fit the device, before anything is allocated."""
-    needed = cmd_model.pretraining_bytes(encoder, encoder_config, args.contrast_dim, args.contrast_k,
-                                         args.mlp, per_rank_batch)
+    needed = cmd_model.pretraining_bytes(spec, args.contrast_dim, args.contrast_k, args.mlp, per_rank_batch)
     try:
-        machine.check_memory(needed, device, f"CMD pretraining (six {encoder} encoders, three queues of "
+        machine.check_memory(needed, device, f"CMD pretraining (six {spec.encoder} encoders, three queues of "
                                              f"{args.contrast_dim} x {args.contrast_k})",
                              "lower the encoder's sizes (--hidden-size, --gru-layers, ...), --contrast-k or "
                              "--contrast-dim")
@@ -286,8 +287,8 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
     """The frozen settings, and the checkpoint to resume (checked against them) or None.
 
     A resumed run without --seed keeps the interrupted run's seed, so the rest of it is reproduced."""
-    encoder, encoder_config = check_flags(args, dist_info.world_size)
-    check_memory(args, encoder, encoder_config, device, args.batch_size // dist_info.world_size)
+    spec = check_flags(args, dist_info.world_size)
+    check_memory(args, spec, device, args.batch_size // dist_info.world_size)
     if dist_info.is_main:      # before any work: never replace an earlier run's files by accident
         resumes_here = run_folder.resumes_into(args.checkpoint_path, args.resume)
         run_folder.check_folder(args.checkpoint_path, resumes_here, args.overwrite)
@@ -302,7 +303,8 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
         log(f"warning: --amp: {device} has no native bfloat16 (and float16 with a GradScaler needs CUDA); "
             f"training in float32")
     try:
-        data_folder = dataset_table.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir).folder
+        data_folder = dataset_table.resolve_benchmark(args.pre_dataset, args.protocol, args.data_dir,
+                                                      spec.layout).folder
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load the pretraining data: {exc}") from exc
     path = store.locate(args.resume)
@@ -314,16 +316,17 @@ def make_config(args, dist_info, device, store: training.RunCheckpoints, log) ->
         seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
     # every rank must initialise the same model and use the same order
     done = args.start_epoch if checkpoint is None else int(checkpoint.get("epoch", 0))
-    frozen = frozen_flags.FrozenArgs(args, encoder=encoder, seed=distributed.broadcast_int(seed, device),
+    frozen = frozen_flags.FrozenArgs(args, encoder=spec.encoder, seed=distributed.broadcast_int(seed, device),
                                 log_dir=args.log_dir or args.checkpoint_path, start_epoch=done,
                                 workers=parallelism.loader_workers(args.workers, args.threads,
                                                                    RELEASED_WORKERS))
     identity = resume_check.run_identity(
         frozen, world_size=dist_info.world_size, data_folder=os.path.realpath(data_folder),
-        encoder_config=encoders.config_record(encoder_config), code_version=resume_check.code_version())
+        encoder_config=encoders.config_record(spec.config), layout=spec.layout.record(),
+        code_version=resume_check.code_version())
     if identity.get("hidden_size") is None:   # not given: the encoder config holds the size
         identity.pop("hidden_size", None)
-    cfg = Config(frozen, dist_info, device, amp_dtype, encoder_config, data_folder, identity)
+    cfg = Config(frozen, dist_info, device, amp_dtype, spec, data_folder, identity)
     if checkpoint is None:
         return cfg, None
     return cfg, Resume(path, checkpoint, check_resume(cfg, path, checkpoint))
@@ -355,8 +358,8 @@ class Data:
 def build_data(cfg: Config) -> Data:
     a = cfg.args
     try:
-        benchmark = dataset_table.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir)
-        split = dataset.load_split(cfg.data_folder, "train", benchmark.num_class, benchmark.layout)
+        benchmark = dataset_table.resolve_benchmark(a.pre_dataset, a.protocol, a.data_dir, cfg.spec.layout)
+        split = dataset.load_split(cfg.data_folder, "train", benchmark.num_class, benchmark.skeleton)
         dataset.require_finite(split, allow=a.allow_nonfinite)
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load the pretraining data: {exc}") from exc
@@ -384,7 +387,7 @@ def monitor_split(cfg: Config, benchmark) -> dataset.SkeletonSplit | None:
     if not os.path.exists(dataset.split_paths(cfg.data_folder, "val")["data"]):
         return None
     try:
-        split = dataset.load_split(cfg.data_folder, "val", benchmark.num_class, benchmark.layout)
+        split = dataset.load_split(cfg.data_folder, "val", benchmark.num_class, benchmark.skeleton)
         dataset.require_finite(split, allow=a.allow_nonfinite)
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load the validation clips the monitor reads (--monitor-clips 0 turns "
@@ -397,10 +400,9 @@ def build_model(cfg: Config) -> cmd_model.CMD:
     a = cfg.args
     seeding.seed_everything(a.seed)
     try:
-        model = cmd_model.CMD(encoder=a.encoder, encoder_config=cfg.encoder_config, dim=a.contrast_dim,
-                              K=a.contrast_k, m=a.contrast_m, T=a.contrast_t, teacher_T=a.teacher_t,
-                              student_T=a.student_t, cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp,
-                              layout=dataset_table.layout_of(a.pre_dataset), shuffle_bn=a.shuffle_bn)
+        model = cmd_model.CMD(spec=cfg.spec, dim=a.contrast_dim, K=a.contrast_k, m=a.contrast_m,
+                              T=a.contrast_t, teacher_T=a.teacher_t, student_T=a.student_t,
+                              cmd_weight=a.cmd_weight, topk=a.topk, mlp=a.mlp, shuffle_bn=a.shuffle_bn)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     model = model.to(cfg.device)
@@ -678,7 +680,7 @@ def write_config(t: Training) -> None:
                   per_process_batch=cfg.per_rank_batch, device=str(cfg.device), data_folder=cfg.data_folder,
                   train_clips=len(t.data.train_set), steps_per_epoch=len(t.data.loader),
                   torch_version=torch.__version__, argv=sys.argv)
-    config.update(t.model.encoder_record())
+    config.update(t.cfg.spec.record())
     if t.gru_check is not None:
         config["gru_self_check"] = t.gru_check
     atomic_files.atomic_write_json(os.path.join(cfg.args.checkpoint_path, "config.json"), config)
@@ -687,7 +689,7 @@ def write_config(t: Training) -> None:
 def checkpoint_state(t: Training, epoch: int) -> dict:
     """What every checkpoint holds after `epoch` (0-based): the released keys, then ours."""
     state = {"epoch": epoch + 1, "state_dict": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-             **t.model.encoder_record(), "args": frozen_flags.plain_args(t.cfg.args),
+             **t.cfg.spec.record(), "args": frozen_flags.plain_args(t.cfg.args),
              "rng": seeding.rng_state(), "run": t.cfg.identity}
     if t.cfg.amp_dtype is not None:
         state["scaler"] = t.scaler.state_dict()

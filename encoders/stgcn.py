@@ -43,7 +43,7 @@ class STGCNConfig:
     hidden_size: int = 256
     temporal_kernel: int = 9
     edge_importance: bool = True
-    layout: str = "ntu"
+    layout: str | dict = "ntu"      # a built-in layout's name, or a layout's record (graph.layout_key)
     strategy: str = "spatial"
     in_channels: int = 3
     num_person: int = 2
@@ -55,7 +55,7 @@ class STGCNConfig:
         if self.temporal_kernel % 2 == 0:
             raise ValueError(f"STGCNConfig.temporal_kernel must be odd (same-length padding), "
                              f"got {self.temporal_kernel}")
-        graph.get_layout(self.layout)
+        self.layout = graph.layout_key(graph.get_layout(self.layout))    # one form for one layout
         if self.strategy not in graph.Graph.STRATEGIES:
             raise ValueError(f"STGCNConfig.strategy {self.strategy!r}: expected one of "
                              f"{graph.Graph.STRATEGIES}")
@@ -64,7 +64,7 @@ class STGCNConfig:
 
     @staticmethod
     def layout_fields(layout: graph.Layout) -> dict:
-        return {"layout": layout.name}
+        return {"layout": graph.layout_key(layout)}
 
     def block_channels(self) -> list[tuple[int, int, int]]:
         """(in, out, stride) of the ten blocks."""

@@ -59,6 +59,7 @@ class Job:
     path: str
     samples: list        # list[Sample]
     rows: list | None = None
+    options: dict | None = None     # what the reader needs besides the file (readers/arrays.py)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 import graph
 from readers import synthetic
 
-CUSTOM = "custom"     # not an entry: any prepared folder (--data-dir), NTU layout, classes from the labels
+CUSTOM = "custom"     # not an entry: any prepared folder (--data-dir), layout --layout (NTU's by default),
+                      # classes from the labels
+LAYOUT_HELP = ("skeleton layout of a custom folder: a built-in layout's name ({names}) or a layout file "
+               "FILE.json (docs/data.md, 'Your own skeletons'); default: the checkpoint's where there is "
+               "one, else ntu. Other datasets have their own; repeating it is allowed")
 
 
 @dataclass(frozen=True)
@@ -115,22 +119,55 @@ def layout_of(dataset: str) -> str:
     return entry.layout if entry else "ntu"
 
 
+def add_layout_argument(parser) -> None:
+    """--layout NAME|FILE.json, for the commands that read prepared data."""
+    parser.add_argument("--layout", default=None, metavar="NAME|FILE.json",
+                        help=LAYOUT_HELP.format(names=", ".join(graph.LAYOUTS)))
+
+
+def resolve_layout(dataset: str, given: str | None = None, fallback=None) -> graph.Layout:
+    """The skeleton layout of `dataset`: `given` (--layout: a built-in name or a layout file), else
+    `fallback` (e.g. a checkpoint's record) for 'custom', else the table's (NTU's for 'custom'). A --layout
+    that contradicts a table entry's layout is a ValueError naming both."""
+    if given is None:
+        if dataset == CUSTOM and fallback is not None:
+            return graph.get_layout(fallback)
+        return graph.get_layout(layout_of(dataset))
+    if given in graph.LAYOUTS:
+        layout = graph.LAYOUTS[given]
+    elif given.endswith(".json") or os.path.exists(given):
+        layout = graph.read_layout_file(given)
+    else:
+        raise ValueError(f"--layout {given}: not a built-in layout ({', '.join(graph.LAYOUTS)}) nor a "
+                         f"layout file FILE.json")
+    entry = ENTRIES.get(dataset)
+    if entry is not None and graph.get_layout(entry.layout) != layout:
+        raise ValueError(f"--layout {given} (layout {layout.name!r}) contradicts dataset {dataset}'s own "
+                         f"layout {entry.layout!r}; --layout is for --*-dataset {CUSTOM}")
+    return layout
+
+
 @dataclass
 class Benchmark:
     dataset: str
     protocol: str
     folder: str
     num_class: int | None                # None for 'custom': the labels say
-    layout: str = "ntu"
+    layout: str = "ntu"                  # the layout's name
+    skeleton: graph.Layout = graph.LAYOUTS["ntu"]    # the layout itself
 
 
-def resolve_benchmark(dataset: str, protocol: str, data_dir: str = "./data") -> Benchmark:
-    """Map a (dataset, protocol) pair to its prepared folder; 'custom' means `data_dir` itself."""
+def resolve_benchmark(dataset: str, protocol: str, data_dir: str = "./data",
+                      layout: graph.Layout | None = None) -> Benchmark:
+    """Map a (dataset, protocol) pair to its prepared folder; 'custom' means `data_dir` itself, with
+    `layout` (resolve_layout; default NTU's)."""
     if dataset == CUSTOM:
-        return Benchmark(dataset, protocol, data_dir, None)
+        layout = layout or graph.get_layout("ntu")
+        return Benchmark(dataset, protocol, data_dir, None, layout.name, layout)
     entry = ENTRIES.get(dataset)
     if entry is None or protocol not in entry.protocols:
         valid = ", ".join(f"{e.name} {p}" for e in ENTRIES.values() for p in e.protocols)
         raise ValueError(f"unknown benchmark {dataset!r} {protocol!r}; valid pairs: {valid}, "
                          f"{CUSTOM} <any protocol> (with --data-dir)")
-    return Benchmark(dataset, protocol, entry.folder(protocol, data_dir), entry.num_class, entry.layout)
+    return Benchmark(dataset, protocol, entry.folder(protocol, data_dir), entry.num_class, entry.layout,
+                     graph.get_layout(entry.layout))

@@ -34,6 +34,7 @@ def results_record(args, benchmark, source, model_config: dict, protocol_name: s
         **(cmd_model.encoder_record(model_config["encoder"], model_config["encoder_config"])
            if model_config["encoder_config"] is not None else {"encoder": model_config["encoder"]}),
         "model_config_origin": model_config["origin"],
+        **({"layout": model_config["layout"]} if model_config.get("layout") is not None else {}),
         "window": model_config.get("window"),
         **({"batchnorm_statistics": model_config["batchnorm_statistics"]}
            if "batchnorm_statistics" in model_config else {}),

@@ -178,6 +178,17 @@ def encoder_record(checkpoint, source: str = "checkpoint") -> dict | None:
     return {"encoder": name, "encoder_config": dict(config)}
 
 
+def layout_record(checkpoint, source: str = "checkpoint") -> dict | None:
+    """The skeleton layout a pretraining checkpoint of ours records (graph.Layout.record); None for a file
+    without it (released files, ours written before layouts were recorded)."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("layout") is None:
+        return None
+    if not isinstance(checkpoint["layout"], dict):
+        raise ValueError(f"{source}: malformed layout record (expected a dict, got "
+                         f"{type(checkpoint['layout']).__name__})")
+    return dict(checkpoint["layout"])
+
+
 def strip_module_prefix(state_dict: dict) -> dict:
     """Drop the `module.` prefix DDP adds (once per key, only where present)."""
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}

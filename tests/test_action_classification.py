@@ -100,8 +100,8 @@ def test_our_checkpoint_record_gives_the_model(tmp_path, tiny):
         evaluation.resolve_model_config(_args(tiny["data"], path, "--stgcn-base-channels", "8"), source)
     # repeating the record, and run-time options, are fine
     same = _args(tiny["data"], path, "--hidden-size", "16", "--gru-mode", "loop")
-    config = evaluation.resolve_model_config(same, source)
-    assert config["encoder_config"].gru_mode == "loop"
+    spec = evaluation.resolve_model_config(same, source)
+    assert spec.config.gru_mode == "loop" and spec.origin == "checkpoint record"
     with pytest.raises(ValueError, match="seq-based is not supported.*motion and bone"):
         evaluation.resolve_model_config(_args(tiny["data"], path, "--finetune-skeleton-representation",
                                               "seq-based"), source)

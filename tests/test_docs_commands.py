@@ -1,13 +1,15 @@
 """Every shell command in the README's and docs' fenced code blocks (bash, sh, shell, console) names
 scripts and Python files that exist, and each flag it passes is an option of the parser that reads it:
 `python X.py [subcommand] --flags`, `bash scripts/X.sh --flags` (the flags the script forwards to its
-Python CLI), `torchrun ... X.py --flags`, `sbatch scripts/slurm_pretrain.sh RECIPE --flags`."""
+Python CLI), `torchrun ... X.py --flags`, `sbatch scripts/slurm_pretrain.sh RECIPE --flags`. A bash block
+marked `<!-- runs in tests/test_docs_commands.py -->` is also run, as written, in an empty folder."""
 import argparse
 import glob
 import importlib
 import os
 import re
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -181,3 +183,33 @@ def test_the_checks_reject_unknown_flags_and_missing_files():
         check_script("scripts/no_such.sh", [], "x")
     check_flags("prepare_data.py", ["ntu60", "--raw-dir", "raw"], "x")
     check_flags("benchmark.py", ["train", "--steps", "3"], "x")
+
+
+RUNNABLE = re.compile(r"^<!-- runs in tests/test_docs_commands.py -->\n(```bash[ \t]*\n.*?^```)", re.M | re.S)
+
+
+def runnable_blocks():
+    out = []
+    for doc in DOCS:
+        with open(os.path.join(REPO, doc)) as f:
+            out += [pytest.param(block, id=doc) for block in RUNNABLE.findall(f.read())]
+    return out
+
+
+def test_the_runnable_examples_are_found():
+    assert any(p.id == "docs/data.md" for p in runnable_blocks())     # "Your own skeletons"
+
+
+@pytest.mark.parametrize("block", runnable_blocks())
+def test_a_runnable_example_runs_as_written(block, tmp_path):
+    """Each command of the block runs in a fresh folder (holding only a link to docs/), with this Python,
+    one after the other, each ending with status 0."""
+    os.symlink(os.path.join(REPO, "docs"), tmp_path / "docs")
+    commands = [cmd for _, cmd in shell_commands(block)]
+    assert commands
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for cmd in commands:
+        assert re.fullmatch(r"python3?", cmd[0]) and cmd[1].endswith(".py"), cmd
+        result = subprocess.run([sys.executable, os.path.join(REPO, cmd[1]), *cmd[2:]], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{' '.join(cmd)}: {result.stderr[-2000:]}"

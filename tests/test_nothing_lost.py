@@ -292,8 +292,9 @@ def test_memory_estimates_count_what_the_models_hold():
             assert cmd_model.ENCODERS[name].tensor_count(config, 7, mlp) == held
     model = cmd_model.CMD(hidden_size=6, dim=8, K=16, topk=4, mlp=True)
     weights = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
-    config = cmd_model.make_encoder_config("bigru", hidden_size=6)
-    estimate = cmd_model.pretraining_bytes("bigru", config, 8, 16, True, batch=4)
+    spec = cmd_model.model_spec("bigru", overrides={"hidden_size": 6})
+    assert spec.config == model.spec.config
+    estimate = cmd_model.pretraining_bytes(spec, 8, 16, True, batch=4)
     assert 4 * weights <= estimate                         # at least the weights and the queues
 
 

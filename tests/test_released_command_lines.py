@@ -85,13 +85,14 @@ def data_flags(root, output):
 # ------------------------------------------------------------------------------------------- pretraining
 def test_released_pretraining_line_is_the_bigru_run():
     args = pretrain_cmd.build_parser().parse_args(RELEASED_PRETRAIN)
-    name, config = pretrain_cmd.encoder_from_args(args)
-    assert name == "bigru"
+    spec = pretrain_cmd.encoder_from_args(args)
+    name, config = spec.encoder, spec.config
+    assert name == "bigru" and spec.layout.name == "ntu"
     assert (config.hidden_size, config.num_layers, config.gru_mode) == (1024, 3, "stepwise")
     assert (args.lr, args.batch_size, args.topk, args.contrast_k, args.epochs, args.schedule, args.mlp) == \
         (0.01, 64, 8192, 16384, 451, [351], True)
     args = pretrain_cmd.build_parser().parse_args(RELEASED_PRETRAIN + ["--encoder", "stgcn"])
-    assert pretrain_cmd.encoder_from_args(args)[0] == "stgcn"
+    assert pretrain_cmd.encoder_from_args(args).encoder == "stgcn"
 
 
 @pytest.mark.parametrize("encoder", sorted(ENCODER_SIZES))
@@ -197,7 +198,8 @@ def test_stgcn_recipe_script(tmp_path):
     subprocess.run(["bash", script, "--resume", "auto"], env=env, check=True, timeout=30)
     argv = (tmp_path / "argv.txt").read_text().splitlines()
     args = pretrain_cmd.build_parser().parse_args(argv[1:])
-    name, config = pretrain_cmd.encoder_from_args(args)
+    spec = pretrain_cmd.encoder_from_args(args)
+    name, config = spec.encoder, spec.config
     assert name == "stgcn" and (config.base_channels, config.hidden_size) == (16, 256)
     assert (args.lr, args.batch_size, args.contrast_k, args.epochs, args.schedule) == \
         (0.1, 128, 32768, 300, [250])
