@@ -30,11 +30,21 @@ def default_threads(workers: int = 0) -> int:
     return max(1, min(cores - workers, cores - others))
 
 
+# at most this many cores: load in the main process and give every core to its threads. Measured on 2 cores
+# (quiet, docs/performance.md): pretraining at the demo's sizes 104-109 samples/s with 1 thread and 1
+# loader worker, 149-158 with 2 threads and no worker; two epochs of linear evaluation 5.0-5.2 s against
+# 4.5-4.7 s
+MAIN_PROCESS_LOADING_CORES = 2
+
+
 def default_workers(cap: int, threads: int | None = 0) -> int:
     """Loader workers when -j is not given: the cores left once the main process has its threads (the
     --threads given, else OMP_NUM_THREADS, else one core), at most `cap` (the released default); 0, loading
-    in the main process, on a single core. So a small machine never gets more workers than cores (torch
-    warns then), and a large one keeps the released count."""
+    in the main process, on at most MAIN_PROCESS_LOADING_CORES cores (the augmentations are cheap beside a
+    second intra-op thread). So a small machine never gets more workers than cores (torch warns then), and
+    a large one keeps the released count."""
+    if machine.process_cores() <= MAIN_PROCESS_LOADING_CORES:
+        return 0
     taken = threads or _omp_threads() or 1
     return max(0, min(cap, machine.process_cores() - taken))
 

@@ -31,7 +31,7 @@ def cores(monkeypatch):
 
 @pytest.mark.parametrize("n, threads, pretrain, evaluate", [
     (1, 0, 0, 0),      # one core: load in the main process
-    (2, 0, 1, 1),      # a 2-core laptop: one worker beside one thread
+    (2, 0, 0, 0),      # a 2-core laptop: loading in the main process, both cores for its threads (faster)
     (2, 2, 0, 0),      # --threads 2 takes both cores
     (4, 1, 3, 3),
     (16, 0, 8, 4),     # a large machine keeps the released defaults (8 for pretraining, 4 for evaluation)
@@ -53,14 +53,16 @@ def test_every_cli_resolves_its_default_from_the_machine(cores, tmp_path):
     cores(2)
     data = write_benchmark(tmp_path / "data")
     argv = ["--finetune-dataset", "custom", "--data-dir", data, "--pretrained", "none", "--device", "cpu"]
-    assert ac.make_config(argv).workers == 1
+    assert ac.make_config(argv).workers == 0
     args = knn_eval.build_parser().parse_args(argv)
-    assert args.workers is None and evaluation.loader_workers(args) == 1
+    assert args.workers is None and evaluation.loader_workers(args) == 0
     args = pretrain_cmd.build_parser().parse_args(["--device", "cpu"])
-    assert args.workers is None and parallelism.loader_workers(args.workers, args.threads, 8) == 1
+    assert args.workers is None and parallelism.loader_workers(args.workers, args.threads, 8) == 0
     assert parallelism.loader_workers(5, 0, 8) == 5                          # -j as given
     sub = prepare_data.build_parser().parse_args(["synthetic"])
     assert sub.workers == 2
+    cores(3)                                     # above two cores, workers beside one thread again
+    assert parallelism.loader_workers(args.workers, args.threads, 8) == 2
 
 
 def test_no_dataloader_warning_with_the_default_workers_on_two_cores(cores, tmp_path):
