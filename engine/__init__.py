@@ -1,1 +1,1 @@
-"""The training engine: optimizer, schedule, checkpoints of a run, resume checks, running meters."""
+"""The training engine: optimizer, schedule, checkpoints of a run, resume checks, meters, the monitor."""
