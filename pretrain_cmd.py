@@ -735,7 +735,7 @@ def train(t: Training) -> TrainResult:
         f"{len(t.data.train_set)} clips, global batch {a.batch_size} = {t.cfg.dist.world_size} x "
         f"{t.cfg.per_rank_batch} on {t.cfg.device}, epochs {a.start_epoch}..{a.epochs - 1}, seed {a.seed}")
     total_steps, epochs_done, guard = 0, a.start_epoch, training.DivergenceCheck()
-    monitor, monitored_at = build_monitor(t), None
+    monitor, monitored_at, warned = build_monitor(t), None, False
     try:
         for epoch in range(a.start_epoch, a.epochs):
             lr = start_epoch(t, epoch)
@@ -750,8 +750,9 @@ def train(t: Training) -> TrainResult:
                 first_look, monitored_at = monitored_at is None, total_steps
                 record.update(monitor.measure(t.model))
                 warning = training_monitor.collapse_warning(record, epoch)
-                if warning and not first_look:     # the first look precedes settled BatchNorm statistics
-                    log(warning)
+                if warning and not first_look and not warned:   # once; the first look precedes settled
+                    log(warning)                                # BatchNorm statistics
+                    warned = True
             if outputs is not None:  # logs first: a resume drops the records of epochs its checkpoint lacks
                 outputs.write_epoch(record)
                 numbered = epoch % a.save_freq == 0 or last_epoch

@@ -235,3 +235,16 @@ def test_training_curves_show_the_monitor_when_logged(tmp_path):
     plot_training_curves.plot(looks, str(tmp_path / "monitor.png"))
     with Image.open(tmp_path / "plain.png") as a, Image.open(tmp_path / "monitor.png") as b:
         assert a.size == (1210, 440) and b.size == (1760, 440)       # two panels, three panels
+
+
+def test_a_collapse_is_said_once_and_not_at_the_first_look(tmp_path, monkeypatch, capsys):
+    data = write_benchmark(tmp_path / "data", n_train=32, n_val=16)
+    collapsed = {f"monitor_{s}_{m}": v for m in cmd_model.MODALITIES for s, v in (("cos", 0.999), ("std", 0.01))}
+    monkeypatch.setattr(training_monitor.TrainingMonitor, "measure",
+                        lambda self, model: dict(collapsed, monitor_s=0.0))
+    _pretrain(tmp_path, data, "--monitor-every", "1", "--epochs", "4")
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert lines == [training_monitor.collapse_warning(collapsed, 1)]     # epoch 0 is the first look
+    records = [json.loads(line) for line in open(tmp_path / "ck" / "log.jsonl")]
+    assert [r["monitor_cos_joint"] for r in records] == [0.999] * 4
