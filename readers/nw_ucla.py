@@ -23,7 +23,7 @@ import dataset
 import graph
 from readers.common import (Job, RawFormat, Sample, SkeletonFileError, generated_files,
                            note_skipped_generated, to_fixed_length)
-from readers.prenormalize import pre_normalize
+from readers.prenormalize import ALIGN_FRAMES, pre_normalize
 
 FILE_NAME = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})$")
 # The dataset's action ids (1-12 without 7 and 10) in label order: label = ACTIONS.index(id) + 1 in the
@@ -107,15 +107,15 @@ def read_nw_ucla_json(path: str) -> np.ndarray:
     return xyz
 
 
-def nw_ucla_sample(path: str) -> tuple[np.ndarray, int]:
+def nw_ucla_sample(path: str, align_frames: str = "first") -> tuple[np.ndarray, int]:
     """(clip float32 (3, CLIP_FRAMES, 20, NUM_PERSONS) pre-normalised, frame count) of one file."""
     xyz = read_nw_ucla_json(path)
     clip = np.zeros((3, len(xyz), NUM_JOINTS, dataset.NUM_PERSONS))
     clip[..., 0] = xyz.transpose(2, 0, 1)
-    return pre_normalize(to_fixed_length(clip)), len(xyz)
+    return pre_normalize(to_fixed_length(clip), align_frames=align_frames), len(xyz)
 
 
-def nw_ucla_jobs(raw_dir: str, rules: dict[str, str]) -> list[Job]:
+def nw_ucla_jobs(raw_dir: str, rules: dict[str, str], align_frames: str = "first") -> list[Job]:
     """One job per `aAA_sSS_eEE_vVV.json` in `raw_dir`; `rules` maps each benchmark folder to its split
     rule (view_part). A JSON file with another name is an error (it may be a mislabelled clip)."""
     if not os.path.isdir(raw_dir):
@@ -132,7 +132,8 @@ def nw_ucla_jobs(raw_dir: str, rules: dict[str, str]) -> list[Job]:
         path = os.path.join(raw_dir, filename)
         action, _, _, view = parse_name(stem, path)
         parts = {folder: view_part(view, rule) for folder, rule in rules.items()}
-        jobs.append(Job("nw_ucla", path, [Sample(stem, ACTIONS.index(action), parts)]))
+        jobs.append(Job("nw_ucla", path, [Sample(stem, ACTIONS.index(action), parts)],
+                        options={"align_frames": align_frames}))
     note_skipped_generated(raw_dir, skipped)
     if not jobs:
         raise ValueError(f"no NW-UCLA clips (aAA_sSS_eEE_vVV.json) found in {raw_dir}")
@@ -142,14 +143,18 @@ def nw_ucla_jobs(raw_dir: str, rules: dict[str, str]) -> list[Job]:
 def _arguments(p, entry) -> None:
     p.add_argument("--raw-dir", required=True,
                    help="the all_sqe folder of aAA_sSS_eEE_vVV.json files (docs/data.md: where to get it)")
+    p.add_argument("--align-frames", choices=ALIGN_FRAMES, default="first",
+                   help="where the pre-normalisation's two rotations come from: first = frame 0 (released), "
+                        "all = the mean spine and shoulder vectors over the clip (an addition: "
+                        "docs/differences.md)")
 
 
 def _jobs(args, entry, rules: dict, out: str) -> list[Job]:
-    return nw_ucla_jobs(args.raw_dir, rules)
+    return nw_ucla_jobs(args.raw_dir, rules, args.align_frames)
 
 
 def _read(job: Job, notes: list) -> list:
-    return [nw_ucla_sample(job.path)]
+    return [nw_ucla_sample(job.path, (job.options or {}).get("align_frames", "first"))]
 
 
 FORMAT = RawFormat(_arguments, _jobs, _read)

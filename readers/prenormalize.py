@@ -49,11 +49,27 @@ def _rotate_frames(y: np.ndarray, matrix: np.ndarray, keep: np.ndarray) -> np.nd
     return np.where(keep[None, :, :, None], rotated, y)
 
 
-def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
+ALIGN_FRAMES = ("first", "all")     # --align-frames: the released frame 0, or the mean over the clip
+
+
+def _axis_vector(y: np.ndarray, start: int, end: int, keep: np.ndarray, align_frames: str) -> np.ndarray:
+    """Joint `end` minus joint `start` of person 0: in frame 0 (released), or averaged over person 0's
+    rotated frames (`keep`), which one noisy first frame cannot tip over."""
+    if align_frames == "first" or not keep[0].any():
+        return y[:, 0, 0, end] - y[:, 0, 0, start]
+    frames = np.flatnonzero(keep[0])
+    return (y[:, 0, frames, end].astype(np.float64) - y[:, 0, frames, start]).mean(axis=1)
+
+
+def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4), align_frames: str = "first") -> np.ndarray:
     """One clip (C, T, V, M) float32 -> normalised clip: fill empty frames, centre, two rotations.
 
     Same steps and the same "empty = sum is 0" tests as the released pre_normalization, without loops
-    over frames or joints. Works in a (C, M, T, V) copy; returns a (C, T, V, M) view of it."""
+    over frames or joints. Works in a (C, M, T, V) copy; returns a (C, T, V, M) view of it.
+    align_frames "all" (an addition, not released) takes both rotations from the clip's mean spine and
+    shoulder vectors instead of frame 0's."""
+    if align_frames not in ALIGN_FRAMES:
+        raise ValueError(f"align_frames {align_frames!r}: expected one of {', '.join(ALIGN_FRAMES)}")
     y = np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32)     # (C, M, T, V)
     num_t = y.shape[2]
     periods = {}                     # person -> length before its empty tail
@@ -96,9 +112,9 @@ def pre_normalize(clip: np.ndarray, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
     # (3) hip -> spine of person 0 in frame 0 along +z; (4) then left -> right shoulder along +x;
     #     only non-empty frames of non-empty persons are rotated
     keep = (y.sum(-1).sum(0) != 0) & person_nonempty[:, None]
-    y = _rotate_frames(y, align_matrix(y[:, 0, 0, zaxis[1]] - y[:, 0, 0, zaxis[0]], [0, 0, 1]), keep)
+    y = _rotate_frames(y, align_matrix(_axis_vector(y, zaxis[0], zaxis[1], keep, align_frames), [0, 0, 1]), keep)
     keep = (y.sum(-1).sum(0) != 0) & person_nonempty[:, None]
-    y = _rotate_frames(y, align_matrix(y[:, 0, 0, xaxis[0]] - y[:, 0, 0, xaxis[1]], [1, 0, 0]), keep)
+    y = _rotate_frames(y, align_matrix(_axis_vector(y, xaxis[1], xaxis[0], keep, align_frames), [1, 0, 0]), keep)
     if period < num_t:
         return y[:, :, np.arange(num_t) % period].transpose(0, 2, 3, 1)
     return y.transpose(0, 2, 3, 1)

@@ -29,7 +29,9 @@
 # LINEAR_EPOCHS [30], WINDOW [bigru 32, stgcn 64] frames per clip (pretraining and every evaluation),
 # AUG_ROTATE [0] degrees of random 3-D rotation, AUG_NOISE [0] joint-noise standard deviation, AUG_SHEAR [1]
 # shear magnitude, AUG_CORRUPT_PROB [bigru 0, stgcn 0.5] joint-corruption probability (the last four: the
-# pretraining views' --aug-* flags, docs/differences.md), EXTRA_FLAGS [] more pretrain_cmd.py flags.
+# pretraining views' --aug-* flags, docs/differences.md), ALIGN_FRAMES [first] where the pre-normalisation's
+# rotations come from (first = frame 0 as released, all = the clip's mean spine and shoulder vectors:
+# prepare_data.py nw_ucla --align-frames), EXTRA_FLAGS [] more pretrain_cmd.py flags.
 # SPLIT [test]: test = the cross-view protocol above; val = the validation protocol (view 1 trains, view 2
 # validates, view 3 is never read: protocol cross_view_val), where recipes are chosen (docs/results.md).
 # The GPU recipe at the paper's sizes is scripts/pretrain_nw_ucla.sh.
@@ -52,6 +54,7 @@ TOPK=${TOPK:-128}
 KEY_MOMENTUM=${KEY_MOMENTUM:-0.99}
 WINDOW=${WINDOW:-64}
 SPLIT=${SPLIT:-test}
+ALIGN_FRAMES=${ALIGN_FRAMES:-first}
 AUG_ROTATE=${AUG_ROTATE:-0}
 AUG_NOISE=${AUG_NOISE:-0}
 AUG_SHEAR=${AUG_SHEAR:-1}
@@ -97,7 +100,8 @@ DATA=$RUN/data
 echo "== run folder $RUN; device $DEVICE ($CORES cores); Python $PY"
 
 stage "preparing NW-UCLA from $NW_UCLA_DIR" "$RUN/logs/prepare_data.log" \
-    "$PY" prepare_data.py nw_ucla --raw-dir "$NW_UCLA_DIR" --out "$DATA/nw_ucla" --workers "$CORES"
+    "$PY" prepare_data.py nw_ucla --raw-dir "$NW_UCLA_DIR" --out "$DATA/nw_ucla" --workers "$CORES" \
+    --align-frames "$ALIGN_FRAMES"
 stage "drawing the first test clip" "$RUN/logs/draw_skeleton.log" \
     "$PY" draw_skeleton.py --dataset nw_ucla --protocol "$PROTOCOL" --data-dir "$DATA" --part val --clips 0 \
     --out-dir "$RUN/skeleton"

@@ -21,6 +21,7 @@ import pretrain_cmd
 from readers import dataset_table
 from conftest import shared_path
 from helpers import one_torch_thread  # noqa: F401  (autouse fixture)
+import readers as R
 from readers import nw_ucla
 from reference.released_reference import loop_pre_normalization
 
@@ -104,6 +105,61 @@ def test_a_clip_becomes_the_released_pipelines_output(tmp_path):
     np.testing.assert_allclose(clip[:, 0, 1, 0], 0.0, atol=1e-6)
     shoulders = clip[:, 0, 8, 0] - clip[:, 0, 4, 0]
     np.testing.assert_allclose(shoulders / np.linalg.norm(shoulders), [1, 0, 0], atol=1e-5)
+
+
+def _rotation(axis, degrees):
+    """Rodrigues' formula, written here independently of readers/prenormalize.py."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    t = np.radians(degrees)
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+
+
+def test_align_frames_all_takes_the_rotations_from_the_whole_clip_not_a_tipped_first_frame():
+    """--align-frames all: a clip standing upright whose frame 0 alone is tipped 80 degrees stays upright
+    (the released frame-0 rule tips the whole clip); its mean shoulder vector ends on +x."""
+    rng = np.random.default_rng(3)
+    body = rng.normal(0, 0.05, (20, 3))
+    body[0], body[1], body[4], body[8] = (0, 0, 0), (0, 0, 0.5), (-0.2, 0, 0.6), (0.2, 0, 0.6)
+    frames = np.stack([body + rng.normal(0, 0.01, (20, 3)) for _ in range(40)]) + (0.3, -0.1, 2.5)
+    tipped = _rotation((1, 0.3, 0), 80)
+    frames[0] = (frames[0] - frames[0, 1]) @ tipped.T + frames[0, 1]
+    clip = np.zeros((3, 300, 20, 2), np.float32)
+    clip[:, :40, :, 0] = frames.transpose(2, 0, 1)
+
+    def upright_degrees(out):            # the mean hip -> spine vector's angle from +z, frames 1..39
+        spine = (out[:, 1:40, 1, 0] - out[:, 1:40, 0, 0]).mean(axis=1)
+        return np.degrees(np.arccos(spine[2] / np.linalg.norm(spine)))
+
+    first = R.pre_normalize(clip.copy())
+    np.testing.assert_array_equal(first, R.pre_normalize(clip.copy(), align_frames="first"))   # the default
+    every = R.pre_normalize(clip.copy(), align_frames="all")
+    assert upright_degrees(first) > 60 and upright_degrees(every) < 5
+    shoulders = (every[:, :40, 8, 0] - every[:, :40, 4, 0]).astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(shoulders / np.linalg.norm(shoulders), [1, 0, 0], atol=1e-5)
+    # centred as released, rotations only: every frame's joint distances are kept
+    np.testing.assert_allclose(every[:, :, 1, 0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(every[:, :40, 8, 0] - every[:, :40, 4, 0], axis=0),
+                               np.linalg.norm(clip[:, :40, 8, 0] - clip[:, :40, 4, 0], axis=0), rtol=1e-5)
+    with pytest.raises(ValueError, match="align_frames 'middle': expected one of first, all"):
+        R.pre_normalize(clip.copy(), align_frames="middle")
+
+
+def test_prepare_data_align_frames_all_reaches_every_clip(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = [write_clip(str(raw), action=a, view=v) for a in (1, 2) for v in (1, 3)]
+    prepare_data.main(["nw_ucla", "--raw-dir", str(raw), "--out", str(tmp_path / "out"), "--workers", "1",
+                       "--align-frames", "all"])
+    for part in ("train", "val"):
+        split = dataset.load_split(str(tmp_path / "out" / "xview"), part, 10, "nw_ucla")
+        for name, clip in zip(split.names, split.data):
+            xyz = np.array(json.load(open(next(p for p in paths if name in p)))["skeletons"])
+            raw_clip = np.zeros((3, len(xyz), 20, 2), np.float32)
+            raw_clip[..., 0] = xyz.transpose(2, 0, 1)
+            expected = R.pre_normalize(loop_fixed_length(raw_clip), align_frames="all")
+            np.testing.assert_array_equal(clip, expected)
+            assert not np.allclose(clip, R.pre_normalize(loop_fixed_length(raw_clip)), atol=1e-3)
 
 
 BAD_CASES = {
