@@ -26,9 +26,9 @@
 # here: docs/model.md, "ST-GCN on NW-UCLA"), QUEUE [512] MoCo queue (at most the training set: a larger one holds each clip's own
 # older keys as negatives), TOPK [128] CMD top-k, LR [0.05, 0.01], KEY_MOMENTUM [0.99] MoCo momentum of the
 # key encoders (the released 0.999 leaves them near their random start in 1,500 steps), BATCH [bigru 32, stgcn 64],
-# LINEAR_EPOCHS [30], WINDOW [bigru 32, stgcn 64] frames per clip (pretraining and every evaluation),
+# LINEAR_EPOCHS [30], WINDOW [32] frames per clip (pretraining and every evaluation),
 # AUG_ROTATE [0] degrees of random 3-D rotation, AUG_NOISE [0] joint-noise standard deviation, AUG_SHEAR [1]
-# shear magnitude, AUG_CORRUPT_PROB [bigru 0, stgcn 0.5] joint-corruption probability (the last four: the
+# shear magnitude, AUG_CORRUPT_PROB [0] joint-corruption probability (the last four: the
 # pretraining views' --aug-* flags, docs/differences.md), ALIGN_FRAMES [bigru all, stgcn first] where the pre-normalisation's
 # rotations come from (first = frame 0 as released, all = the clip's mean spine and shoulder vectors:
 # prepare_data.py nw_ucla --align-frames), EXTRA_FLAGS [] more pretrain_cmd.py flags.
@@ -45,8 +45,9 @@ case $ENCODER in
                 # corruption, batch 32, the pre-normalisation's rotations from the whole clip
         : "${EPOCHS:=100}" "${HIDDEN:=128}" "${LR:=0.05}" "${WINDOW:=32}" "${AUG_CORRUPT_PROB:=0}" \
           "${BATCH:=32}" "${ALIGN_FRAMES:=all}" ;;
-    stgcn)      # not searched yet: the released views and 64 frames
-        : "${EPOCHS:=50}" "${HIDDEN:=32}" "${STGCN_BASE:=4}" "${STGCN_INIT:=pytorch}" "${LR:=0.01}" ;;
+    stgcn)      # chosen on the validation protocol (docs/results.md): 32 frames, no joint corruption
+        : "${EPOCHS:=50}" "${HIDDEN:=32}" "${STGCN_BASE:=4}" "${STGCN_INIT:=pytorch}" "${LR:=0.01}" \
+          "${WINDOW:=32}" "${AUG_CORRUPT_PROB:=0}" ;;
     *)
         echo "nw_ucla.sh: ENCODER=$ENCODER: expected bigru or stgcn" >&2
         exit 2 ;;

@@ -335,6 +335,19 @@ def test_the_script_without_the_data_says_where_to_get_it_and_creates_nothing(tm
     assert proc.returncode == 2 and "ENCODER=resnet: expected bigru or stgcn" in proc.stderr
 
 
+def prepared_with(data_folder, raw_folder):
+    """Which --align-frames prepared `data_folder` (a benchmark folder): 'first' or 'all', from its first
+    training clip compared with both pre-normalisations of the raw file."""
+    split = dataset.load_split(str(data_folder), "train", 10, "nw_ucla")
+    xyz = np.array(json.load(open(os.path.join(str(raw_folder), split.names[0] + ".json")))["skeletons"])
+    raw_clip = np.zeros((3, len(xyz), 20, 2), np.float32)
+    raw_clip[..., 0] = xyz.transpose(2, 0, 1)
+    found = [align for align in ("first", "all")
+             if np.array_equal(split.data[0], R.pre_normalize(loop_fixed_length(raw_clip), align_frames=align))]
+    assert len(found) == 1, found
+    return found[0]
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_the_script_end_to_end_tiny_with_stgcn(written_set, tmp_path):
     """The whole script on the 18 written clips (3 steps of 4): the table, summary.json, and CMD and the
@@ -360,6 +373,7 @@ def test_the_script_end_to_end_tiny_with_stgcn(written_set, tmp_path):
             assert (config["init"], config["base_channels"], config["hidden_size"]) == ("pytorch", 2, 8), path
     (gif,) = (run / "skeleton").glob("val_0_*_joint.gif")
     assert gif.with_suffix(".png").is_file()
+    assert prepared_with(run / "data" / "nw_ucla" / "xview", tmp_path / "raw") == "first"    # ST-GCN's recipe
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -379,5 +393,7 @@ def test_the_script_on_the_validation_split_never_reads_view_3(written_set, tmp_
         record = json.loads(path.read_text())
         assert record["protocol"] == "cross_view_val" and record["window"] == 16, path
         assert (record["num_train"], record["num_test"]) == (6, 6), path
+    assert config["batch_size"] == 2                                 # BATCH given; the BiGRU's default is 32
+    assert prepared_with(run / "data" / "nw_ucla" / "xview_val", tmp_path / "raw") == "all"  # BiGRU's recipe
     proc = run_script({"SPLIT": "view3", "NW_UCLA_DIR": str(tmp_path / "raw")}, 60)
     assert proc.returncode == 2 and "SPLIT=view3: expected test or val" in proc.stderr
