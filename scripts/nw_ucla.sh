@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CMD on real skeletons in one command: NW-UCLA (Northwestern-UCLA Multiview Action3D, 1,484 clips,
 # 10 actions, 20-joint Kinect v1 skeletons), cross-view (views 1 and 2 train, 1,020 clips; view 3 tests,
-# 464 clips). About 25 minutes on 2 CPU cores (docs/data.md and the README give the measured times).
+# 464 clips). About 21 minutes on 2 CPU cores (BiGRU; docs/results.md gives the measured times).
 #
 #   NW_UCLA_DIR=path/to/all_sqe bash scripts/nw_ucla.sh               # BiGRU
 #   NW_UCLA_DIR=path/to/all_sqe ENCODER=stgcn bash scripts/nw_ucla.sh  # ST-GCN
