@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job in one command, on the built-in synthetic dataset (no download; about 5.5 minutes on
+# The main job in one command, on the built-in synthetic dataset (no download; about 9 minutes on
 # 2 CPU cores, faster on a GPU):
 #
 #   bash scripts/demo.sh
