@@ -154,7 +154,7 @@ def _jobs(args, entry, rules: dict, out: str) -> list[Job]:
 
 
 def _read(job: Job, notes: list) -> list:
-    return [nw_ucla_sample(job.path, (job.options or {}).get("align_frames", "first"))]
+    return [nw_ucla_sample(job.path, job.options["align_frames"])]
 
 
 FORMAT = RawFormat(_arguments, _jobs, _read)

@@ -74,6 +74,16 @@ def loop_fixed_length(clip, max_frame=300):
     return out
 
 
+def raw_clip(path):
+    """A file's skeletons as a raw clip (3, T, 20, 2) float32, person 0 = the skeleton, person 1 zero: read
+    here with json, independently of readers/nw_ucla.py."""
+    with open(path) as f:
+        xyz = np.array(json.load(f)["skeletons"])
+    clip = np.zeros((3, len(xyz), 20, 2), np.float32)
+    clip[..., 0] = xyz.transpose(2, 0, 1)
+    return clip
+
+
 def write_clip(folder, action=1, subject=1, episode=0, view=1, frames=None, rng=None, **override):
     """One clip file as the distributed set writes them; `override` replaces fields of the record."""
     rng = rng or np.random.default_rng(action * 100 + subject * 10 + view)
@@ -92,12 +102,10 @@ def write_clip(folder, action=1, subject=1, episode=0, view=1, frames=None, rng=
 def test_a_clip_becomes_the_released_pipelines_output(tmp_path):
     """Against the released loops: person 0 = the skeleton, person 1 zero, 300 frames, pre-normalised."""
     path = write_clip(str(tmp_path), action=8, view=2)
-    xyz = np.array(json.load(open(path))["skeletons"])
+    raw = raw_clip(path)
     clip, num_frame = nw_ucla.nw_ucla_sample(path)
-    raw = np.zeros((3, len(xyz), 20, 2), np.float32)
-    raw[..., 0] = xyz.transpose(2, 0, 1)
     reference = loop_pre_normalization(loop_fixed_length(raw)[None])[0]
-    assert num_frame == len(xyz) and clip.shape == (3, 300, 20, 2) and clip.dtype == np.float32
+    assert num_frame == raw.shape[1] and clip.shape == (3, 300, 20, 2) and clip.dtype == np.float32
     np.testing.assert_allclose(clip, reference, rtol=1e-5, atol=1e-5)
     assert not clip[..., 1].any()
     # after pre-normalisation: centred on the spine, left -> right shoulder along +x in frame 0 (the second
@@ -154,12 +162,9 @@ def test_prepare_data_align_frames_all_reaches_every_clip(tmp_path):
     for part in ("train", "val"):
         split = dataset.load_split(str(tmp_path / "out" / "xview"), part, 10, "nw_ucla")
         for name, clip in zip(split.names, split.data):
-            xyz = np.array(json.load(open(next(p for p in paths if name in p)))["skeletons"])
-            raw_clip = np.zeros((3, len(xyz), 20, 2), np.float32)
-            raw_clip[..., 0] = xyz.transpose(2, 0, 1)
-            expected = R.pre_normalize(loop_fixed_length(raw_clip), align_frames="all")
-            np.testing.assert_array_equal(clip, expected)
-            assert not np.allclose(clip, R.pre_normalize(loop_fixed_length(raw_clip)), atol=1e-3)
+            raw = loop_fixed_length(raw_clip(next(p for p in paths if name in p)))
+            np.testing.assert_array_equal(clip, R.pre_normalize(raw, align_frames="all"))
+            assert not np.allclose(clip, R.pre_normalize(raw), atol=1e-3)
 
 
 BAD_CASES = {
@@ -264,13 +269,10 @@ def test_real_clips_against_the_released_loops(real_set):
     raw, folder, _ = real_set
     split = dataset.load_split(folder, "train", 10, "nw_ucla")
     for name in ("a01_s01_e00_v01", "a12_s10_e04_v02", split.names[500]):
-        with open(os.path.join(raw, name + ".json")) as f:
-            xyz = np.array(json.load(f)["skeletons"])
-        clip = np.zeros((3, len(xyz), 20, 2), np.float32)
-        clip[..., 0] = xyz.transpose(2, 0, 1)
+        clip = raw_clip(os.path.join(raw, name + ".json"))
         reference = loop_pre_normalization(loop_fixed_length(clip)[None])[0]
         i = split.names.index(name)
-        assert int(split.num_frame[i]) == len(xyz)
+        assert int(split.num_frame[i]) == clip.shape[1]
         np.testing.assert_allclose(split.data[i], reference, rtol=1e-5, atol=1e-5)
     with open(os.path.join(folder, "train_label.pkl"), "rb") as f:
         names, labels = pickle.load(f)
@@ -339,11 +341,9 @@ def prepared_with(data_folder, raw_folder):
     """Which --align-frames prepared `data_folder` (a benchmark folder): 'first' or 'all', from its first
     training clip compared with both pre-normalisations of the raw file."""
     split = dataset.load_split(str(data_folder), "train", 10, "nw_ucla")
-    xyz = np.array(json.load(open(os.path.join(str(raw_folder), split.names[0] + ".json")))["skeletons"])
-    raw_clip = np.zeros((3, len(xyz), 20, 2), np.float32)
-    raw_clip[..., 0] = xyz.transpose(2, 0, 1)
+    raw = loop_fixed_length(raw_clip(os.path.join(str(raw_folder), split.names[0] + ".json")))
     found = [align for align in ("first", "all")
-             if np.array_equal(split.data[0], R.pre_normalize(loop_fixed_length(raw_clip), align_frames=align))]
+             if np.array_equal(split.data[0], R.pre_normalize(raw, align_frames=align))]
     assert len(found) == 1, found
     return found[0]
 
